@@ -26,6 +26,16 @@ pub enum ConsoleChoice {
     StdoutPath,
 }
 
+/// A UART the hypervisor may use before it has read the device tree.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EarlyUart {
+    /// An Arm PL011 at this physical address.
+    Pl011(u64),
+    /// A BCM2835 auxiliary mini-UART whose `AUX_MU_IO` register is at this
+    /// physical address.
+    Bcm2835Aux(u64),
+}
+
 /// One board.
 #[derive(Clone, Copy, Debug)]
 pub struct Board {
@@ -46,6 +56,9 @@ pub struct Board {
     /// stacks and its page tables live in the image's BSS, so this is zero
     /// today; kernel objects come from untyped memory (issue 3).
     pub hyp_reserved_bytes: u64,
+    /// Where to say that the device tree is missing or unreadable. Used only
+    /// on that error path: otherwise the device tree names the console.
+    pub early_uart: EarlyUart,
 }
 
 /// QEMU `virt` (`-M virt,virtualization=on`): RAM at 1 GiB; QEMU loads an
@@ -57,6 +70,7 @@ pub const QEMU_VIRT: Board = Board {
     console: ConsoleChoice::StdoutPath,
     firmware_reserved: &[],
     hyp_reserved_bytes: 0,
+    early_uart: EarlyUart::Pl011(0x0900_0000),
 };
 
 /// Raspberry Pi 4 Model B (BCM2711), real or QEMU `raspi4b`. The firmware
@@ -71,6 +85,9 @@ pub const RPI4: Board = Board {
     console: ConsoleChoice::StdoutPath,
     firmware_reserved: &[Range { base: 0, size: 0x1000 }],
     hyp_reserved_bytes: 0,
+    // The mini-UART is the console on the GPIO header (config.txt
+    // `enable_uart=1`) and QEMU raspi4b's second serial port.
+    early_uart: EarlyUart::Bcm2835Aux(0xfe21_5040),
 };
 
 /// Every board, for lookup by name.

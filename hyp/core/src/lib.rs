@@ -14,3 +14,4 @@ extern crate std;
 pub mod esr;
 pub mod pagetable;
 pub mod platform;
+pub mod psci;

@@ -1,1 +1,233 @@
-fn main() {}
+//! `cargo xtask`: the host build tool.
+//!
+//! It builds the hypervisor for a board, packs the boot image, starts QEMU
+//! with the flags each board needs, and runs the tests (host tests, clippy
+//! for host and target, and the system tests that boot images in QEMU and
+//! read the console). `scripts/run` and `scripts/test` call it after
+//! `scripts/setup`.
+
+mod image;
+mod qemu;
+mod systest;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode};
+
+/// The bare-metal target of the EL2 core (soft-float: it never touches the
+/// FP/SIMD registers, which belong to guests and user threads).
+pub const HYP_TARGET: &str = "aarch64-unknown-none-softfloat";
+
+const USAGE: &str = "\
+usage: cargo xtask <command> [options]
+
+commands:
+  build    [--board B] [--features F]     build hyp and its boot image
+  run      [--board B] [--gic 2|3] [--smp N] [--features F]
+                                          build, then boot in QEMU (quit: Ctrl-A X)
+  test                                    host tests, clippy (host and target),
+                                          then every system test in QEMU
+  systest  [NAME...]                      only the system tests (all, or those named)
+  clippy                                  clippy for the host and the target
+  bench                                   benchmarks (arrive with the microkernel)
+
+boards: qemu-virt (default), rpi4 (QEMU raspi4b; the image also boots a real Pi 4)";
+
+fn main() -> ExitCode {
+    let arguments: Vec<String> = std::env::args().skip(1).collect();
+    match run(&arguments) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            eprintln!("xtask: error: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(arguments: &[String]) -> Result<(), String> {
+    let Some((command, rest)) = arguments.split_first() else {
+        println!("{USAGE}");
+        return Err("no command given".into());
+    };
+    match command.as_str() {
+        "build" => {
+            let options = Options::parse(rest)?;
+            let built = image::build(&options.board, &options.features)?;
+            println!("xtask: boot image {}", built.image.display());
+            Ok(())
+        }
+        "run" => {
+            let options = Options::parse(rest)?;
+            let built = image::build(&options.board, &options.features)?;
+            let machine = qemu::Machine::for_board(&options.board, options.gic, options.smp)?;
+            qemu::run_interactive(&machine, &built.image)
+        }
+        "test" => {
+            if !rest.is_empty() {
+                return Err(format!("`test` takes no options, got {rest:?}"));
+            }
+            host_tests()?;
+            clippy()?;
+            systest::run_all(&[])
+        }
+        "systest" => systest::run_all(rest),
+        "clippy" => clippy(),
+        "bench" => Err("no benchmarks yet: they arrive with the capability microkernel (issue 3)".into()),
+        "help" | "--help" | "-h" => {
+            println!("{USAGE}");
+            Ok(())
+        }
+        other => Err(format!("unknown command `{other}`\n{USAGE}")),
+    }
+}
+
+/// Options of `build` and `run`.
+#[derive(Debug, PartialEq, Eq)]
+struct Options {
+    board: String,
+    gic: Option<u8>,
+    smp: Option<u32>,
+    features: Vec<String>,
+}
+
+impl Options {
+    fn parse(arguments: &[String]) -> Result<Options, String> {
+        let mut options =
+            Options { board: "qemu-virt".into(), gic: None, smp: None, features: Vec::new() };
+        let mut iterator = arguments.iter();
+        while let Some(flag) = iterator.next() {
+            let mut value = || {
+                iterator.next().cloned().ok_or_else(|| format!("option {flag} needs a value"))
+            };
+            match flag.as_str() {
+                "--board" => options.board = value()?,
+                "--gic" => {
+                    let text = value()?;
+                    options.gic = Some(match text.as_str() {
+                        "2" => 2,
+                        "3" => 3,
+                        _ => return Err(format!("--gic takes 2 or 3, not `{text}`")),
+                    });
+                }
+                "--smp" => {
+                    let text = value()?;
+                    let cores: u32 = text
+                        .parse()
+                        .map_err(|_| format!("--smp takes a number of cores, not `{text}`"))?;
+                    if !(1..=8).contains(&cores) {
+                        return Err(format!("--smp takes 1 to 8 cores, not {cores}"));
+                    }
+                    options.smp = Some(cores);
+                }
+                "--features" => options.features.push(value()?),
+                other => return Err(format!("unknown option `{other}`\n{USAGE}")),
+            }
+        }
+        if board_configs::find(&options.board).is_none() {
+            let known: Vec<&str> = board_configs::BOARDS.iter().map(|board| board.name).collect();
+            return Err(format!("unknown board `{}`; known: {}", options.board, known.join(", ")));
+        }
+        Ok(options)
+    }
+}
+
+/// The workspace root (this crate lives in `scripts/xtask`).
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .ancestors()
+        .nth(2)
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("."))
+}
+
+/// Runs `command`, echoing it, and fails with its description if it fails.
+pub fn run_command(command: &mut Command) -> Result<(), String> {
+    let description = format!("{command:?}");
+    println!("xtask: {description}");
+    let status = command.status().map_err(|error| format!("cannot start {description}: {error}"))?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(format!("{description} failed ({status})"))
+    }
+}
+
+pub fn cargo_command() -> Command {
+    let mut command = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    command.current_dir(workspace_root());
+    command
+}
+
+fn host_tests() -> Result<(), String> {
+    run_command(cargo_command().args(["test", "--workspace"]))
+}
+
+fn clippy() -> Result<(), String> {
+    run_command(cargo_command().args(["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"]))?;
+    // The bare-metal crates, for the target they run on.
+    run_command(cargo_command().args([
+        "clippy",
+        "--target",
+        HYP_TARGET,
+        "-p",
+        "hyp",
+        "-p",
+        "hyp-core",
+        "-p",
+        "hyp-abi",
+        "-p",
+        "hyp-user",
+        "-p",
+        "vmm-server",
+        "-p",
+        "pl011",
+        "-p",
+        "bcm2835-aux-uart",
+        "-p",
+        "gic",
+        "-p",
+        "generic-timer",
+        "-p",
+        "board-configs",
+        "--",
+        "-D",
+        "warnings",
+    ]))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn strings(words: &[&str]) -> Vec<String> {
+        words.iter().map(|word| (*word).to_owned()).collect()
+    }
+
+    #[test]
+    fn parses_options() {
+        let options =
+            Options::parse(&strings(&["--board", "rpi4", "--smp", "4", "--gic", "3"])).unwrap();
+        assert_eq!(
+            options,
+            Options { board: "rpi4".into(), gic: Some(3), smp: Some(4), features: vec![] }
+        );
+        assert_eq!(Options::parse(&[]).unwrap().board, "qemu-virt");
+    }
+
+    #[test]
+    fn rejects_bad_options_with_the_reason() {
+        assert_eq!(
+            Options::parse(&strings(&["--gic", "4"])).unwrap_err(),
+            "--gic takes 2 or 3, not `4`"
+        );
+        assert_eq!(
+            Options::parse(&strings(&["--smp", "0"])).unwrap_err(),
+            "--smp takes 1 to 8 cores, not 0"
+        );
+        assert_eq!(Options::parse(&strings(&["--smp"])).unwrap_err(), "option --smp needs a value");
+        assert_eq!(
+            Options::parse(&strings(&["--board", "pi5"])).unwrap_err(),
+            "unknown board `pi5`; known: qemu-virt, rpi4"
+        );
+        assert!(Options::parse(&strings(&["--frobnicate"])).unwrap_err().starts_with("unknown option"));
+    }
+}

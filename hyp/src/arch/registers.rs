@@ -1,0 +1,258 @@
+//! System registers, cache maintenance and firmware calls, each behind a
+//! small function that states what it needs to be sound.
+//!
+//! `aarch64-cpu` makes register writes safe calls; a write to `SCTLR_EL2` or
+//! `VBAR_EL2` is anything but, so every write here is an `unsafe fn` with a
+//! `# Safety` contract, and reads without side effects are safe functions.
+
+use aarch64_cpu::asm::barrier;
+use aarch64_cpu::registers::{
+    CNTFRQ_EL0, CNTPCT_EL0, CPTR_EL2, CurrentEL, HCR_EL2, ID_AA64MMFR0_EL1, MAIR_EL2, MPIDR_EL1,
+    Readable, SCTLR_EL2, TCR_EL2, TPIDR_EL2, TTBR0_EL2, VBAR_EL2, Writeable,
+};
+use core::arch::asm;
+
+/// The affinity fields (Aff3, Aff2, Aff1, Aff0) of this core's `MPIDR_EL1`.
+pub fn mpidr() -> u64 {
+    MPIDR_EL1.get() & 0xff_00ff_ffff
+}
+
+/// The exception level this code runs at.
+pub fn current_el() -> u64 {
+    CurrentEL.get() >> 2
+}
+
+/// `ID_AA64MMFR0_EL1.PARange`: the physical address size the core supports.
+pub fn physical_address_range() -> u64 {
+    ID_AA64MMFR0_EL1.get() & 0xf
+}
+
+/// `CNTFRQ_EL0`: the system counter's frequency in Hz.
+pub fn counter_frequency() -> u64 {
+    CNTFRQ_EL0.get()
+}
+
+/// `CNTPCT_EL0`: the physical count, ordered after earlier instructions.
+pub fn counter() -> u64 {
+    barrier::isb(barrier::SY);
+    CNTPCT_EL0.get()
+}
+
+/// The logical number of this core (0 = the boot core), kept in `TPIDR_EL2`.
+pub fn core_index() -> usize {
+    TPIDR_EL2.get() as usize
+}
+
+/// Records this core's logical number.
+///
+/// # Safety
+/// Called once per core at boot with the core's own, unique index:
+/// per-core state is found through it.
+pub unsafe fn set_core_index(index: usize) {
+    TPIDR_EL2.set(index as u64);
+}
+
+/// Installs the EL2 exception vector table.
+///
+/// # Safety
+/// `address` is the 2 KiB aligned vector table of entry.S, mapped executable.
+pub unsafe fn set_vector_table(address: u64) {
+    VBAR_EL2.set(address);
+    barrier::isb(barrier::SY);
+}
+
+/// `HCR_EL2` for the hypervisor running on its own (no guest yet): EL1 is
+/// AArch64 (RW), and physical IRQs, FIQs and SErrors are taken to EL2 (IMO,
+/// FMO, AMO), which also makes them reach EL2 while it runs.
+pub const HCR_EL2_HOST: u64 = (1 << 31) | (1 << 5) | (1 << 4) | (1 << 3);
+
+/// Writes `HCR_EL2`.
+///
+/// # Safety
+/// `value` must route exceptions to handlers that exist: the vector table is
+/// installed before IMO/FMO/AMO are set and interrupts unmasked.
+pub unsafe fn set_hypervisor_configuration(value: u64) {
+    HCR_EL2.set(value);
+    barrier::isb(barrier::SY);
+}
+
+/// `CPTR_EL2` with its RES1 bits and no traps: the hypervisor is built
+/// soft-float and never touches FP/SIMD registers itself.
+pub const CPTR_EL2_NO_TRAPS: u64 = 0x33ff;
+
+/// Writes `CPTR_EL2`.
+///
+/// # Safety
+/// Trapping FP/SIMD or trace must have a handler ready for the traps.
+pub unsafe fn set_architectural_feature_traps(value: u64) {
+    CPTR_EL2.set(value);
+    barrier::isb(barrier::SY);
+}
+
+/// The translation registers of the EL2 regime, as one set.
+#[derive(Clone, Copy, Debug)]
+pub struct TranslationRegisters {
+    /// `MAIR_EL2`.
+    pub mair: u64,
+    /// `TCR_EL2`.
+    pub tcr: u64,
+    /// `TTBR0_EL2`.
+    pub ttbr0: u64,
+    /// `SCTLR_EL2` once the MMU is on.
+    pub sctlr: u64,
+}
+
+/// Turns on the EL2 MMU and the caches with `registers`.
+///
+/// # Safety
+/// The table at `registers.ttbr0` maps the code that runs now, its stack and
+/// every static it uses at their current (physical) addresses, with those
+/// permissions; the table memory is not cached stale (the caller invalidated
+/// it after writing it with the MMU off).
+pub unsafe fn enable_mmu(registers: TranslationRegisters) {
+    MAIR_EL2.set(registers.mair);
+    TCR_EL2.set(registers.tcr);
+    TTBR0_EL2.set(registers.ttbr0);
+    barrier::isb(barrier::SY);
+    // SAFETY: invalidating all EL2 TLB entries and the instruction cache
+    // only drops cached translations and instructions; it reads and writes
+    // no memory.
+    unsafe {
+        asm!(
+            "tlbi alle2",
+            "dsb nsh",
+            "ic iallu",
+            "dsb nsh",
+            "isb",
+            options(nostack, preserves_flags)
+        );
+    }
+    SCTLR_EL2.set(registers.sctlr);
+    barrier::isb(barrier::SY);
+}
+
+/// The size of the smallest data cache line, from `CTR_EL0.DminLine`.
+fn data_cache_line_size() -> u64 {
+    let ctr: u64;
+    // SAFETY: reading CTR_EL0 has no side effects.
+    unsafe { asm!("mrs {}, ctr_el0", out(reg) ctr, options(nomem, nostack, preserves_flags)) };
+    4 << ((ctr >> 16) & 0xf)
+}
+
+/// Cleans and invalidates `[start, start + size)` to the point of
+/// coherency, so an observer with caches off sees what was written.
+///
+/// # Safety
+/// The range is mapped (or the MMU is off and it is RAM).
+pub unsafe fn clean_and_invalidate_to_poc(start: u64, size: u64) {
+    let line = data_cache_line_size();
+    let mut address = start & !(line - 1);
+    while address < start.saturating_add(size) {
+        // SAFETY: cleaning and invalidating a mapped line writes back its
+        // data to memory; it does not change what a read returns.
+        unsafe { asm!("dc civac, {}", in(reg) address, options(nostack, preserves_flags)) };
+        address += line;
+    }
+    barrier::dsb(barrier::SY);
+}
+
+/// Invalidates `[start, start + size)` in the data caches to the point of
+/// coherency, discarding any cached copy.
+///
+/// # Safety
+/// No cache line of the range holds data that must survive (with the MMU
+/// and caches off on this core, everything written went to memory already).
+pub unsafe fn invalidate_to_poc(start: u64, size: u64) {
+    let line = data_cache_line_size();
+    let mut address = start & !(line - 1);
+    while address < start.saturating_add(size) {
+        // SAFETY: the caller guarantees no dirty data lives in the range.
+        unsafe { asm!("dc ivac, {}", in(reg) address, options(nostack, preserves_flags)) };
+        address += line;
+    }
+    barrier::dsb(barrier::SY);
+}
+
+/// Issues a firmware call through `SMC #0` (SMC Calling Convention) with
+/// `function` and three arguments, returning `x0`.
+///
+/// # Safety
+/// The call must not hand the firmware memory it may overwrite that Rust
+/// still uses; PSCI `CPU_ON` starts another core at `entry`, which must be
+/// ready for it.
+pub unsafe fn smc(function: u64, argument1: u64, argument2: u64, argument3: u64) -> u64 {
+    let result: u64;
+    // SAFETY: per SMCCC, SMC preserves x18-x30 and SP; x0-x17 may be
+    // clobbered, so they are all declared as clobbered here.
+    unsafe {
+        asm!(
+            "smc #0",
+            inlateout("x0") function => result,
+            inlateout("x1") argument1 => _,
+            inlateout("x2") argument2 => _,
+            inlateout("x3") argument3 => _,
+            out("x4") _, out("x5") _, out("x6") _, out("x7") _,
+            out("x8") _, out("x9") _, out("x10") _, out("x11") _,
+            out("x12") _, out("x13") _, out("x14") _, out("x15") _,
+            out("x16") _, out("x17") _,
+            options(nostack)
+        );
+    }
+    result
+}
+
+/// Sends an event to all cores (wakes cores in `WFE`), after a full barrier.
+pub fn send_event() {
+    barrier::dsb(barrier::SY);
+    // SAFETY: SEV only signals other cores; it reads and writes no memory.
+    unsafe { asm!("sev", options(nomem, nostack, preserves_flags)) };
+}
+
+/// Waits for an interrupt.
+pub fn wait_for_interrupt() {
+    // SAFETY: WFI only pauses the core until an interrupt is pending.
+    unsafe { asm!("wfi", options(nomem, nostack, preserves_flags)) };
+}
+
+/// Unmasks IRQs at EL2 (`DAIF.I` cleared).
+///
+/// # Safety
+/// The vector table and the interrupt controller are set up, so an IRQ
+/// reaches a handler that acknowledges it.
+pub unsafe fn enable_irqs() {
+    // SAFETY: the caller's contract: the IRQ vector is ready.
+    unsafe { asm!("msr daifclr, #2", options(nomem, nostack, preserves_flags)) };
+}
+
+/// IRQs masked on this core until the guard is dropped, which restores the
+/// mask that was in force before (so guards nest).
+#[derive(Debug)]
+pub struct IrqsMasked {
+    saved_daif: u64,
+}
+
+/// Masks IRQs on this core for the life of the returned guard.
+pub fn mask_irqs() -> IrqsMasked {
+    let saved_daif: u64;
+    // SAFETY: reading DAIF and masking IRQs only delays interrupts.
+    unsafe {
+        asm!(
+            "mrs {}, daif",
+            "msr daifset, #2",
+            out(reg) saved_daif,
+            options(nomem, nostack, preserves_flags)
+        );
+    }
+    IrqsMasked { saved_daif }
+}
+
+impl Drop for IrqsMasked {
+    fn drop(&mut self) {
+        // SAFETY: the value is the DAIF this core ran with when the guard
+        // was made, so restoring it returns to a state the code was already
+        // in. The guard cannot be built any other way.
+        unsafe {
+            asm!("msr daif, {}", in(reg) self.saved_daif, options(nomem, nostack, preserves_flags));
+        }
+    }
+}

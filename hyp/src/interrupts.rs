@@ -1,0 +1,158 @@
+//! Physical interrupts at EL2: the GIC the device tree names, and the EL2
+//! physical timer's tick.
+//!
+//! The boot core configures the distributor; every core then configures its
+//! own CPU interface (and, on GICv3, its redistributor) and enables the
+//! timer's PPI. [`handle_irq`] acknowledges and completes every interrupt;
+//! one nobody expects is reported once and disabled, so a stuck line cannot
+//! keep a core in the handler.
+
+use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+
+use generic_timer::el2;
+use gic::{Gic, GicError, GicV2, GicV3, PerCore};
+use hyp_abi::MAX_CORES;
+use hyp_core::platform::{self, Platform};
+use spin::Once;
+
+use crate::arch::registers;
+use crate::println;
+
+static GIC: Once<Gic> = Once::new();
+static PER_CORE: [Once<PerCore>; MAX_CORES] = [const { Once::new() }; MAX_CORES];
+static TICKS: [AtomicU64; MAX_CORES] = [const { AtomicU64::new(0) }; MAX_CORES];
+/// INTID of the EL2 physical timer (a PPI, the same on every core).
+static HYP_TIMER_INTID: AtomicU32 = AtomicU32::new(u32::MAX);
+/// Counter ticks between two timer interrupts; 0 while the tick is off.
+static TICK_INTERVAL: AtomicU64 = AtomicU64::new(0);
+
+fn address(region: platform::MemoryRegion) -> Result<usize, &'static str> {
+    usize::try_from(region.base).map_err(|_| "GIC address out of range")
+}
+
+/// Why interrupts could not be set up.
+#[derive(Clone, Copy, Debug)]
+pub enum InterruptError {
+    /// The device tree's GIC description cannot be used.
+    DeviceTree(&'static str),
+    /// The GIC driver refused.
+    Gic(GicError),
+    /// [`init_this_core`] before [`init`].
+    NotInitialized,
+}
+
+impl core::fmt::Display for InterruptError {
+    fn fmt(&self, formatter: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            InterruptError::DeviceTree(problem) => formatter.write_str(problem),
+            InterruptError::Gic(error) => write!(formatter, "GIC: {error}"),
+            InterruptError::NotInitialized => formatter.write_str("the GIC is not set up yet"),
+        }
+    }
+}
+
+impl From<GicError> for InterruptError {
+    fn from(error: GicError) -> Self {
+        InterruptError::Gic(error)
+    }
+}
+
+/// Sets up the GIC on the boot core (distributor and the core's own part).
+pub fn init(platform: &Platform) -> Result<(), InterruptError> {
+    let gic = match &platform.gic {
+        platform::Gic::V2 { distributor, cpu_interface, .. } => {
+            let distributor = address(*distributor).map_err(InterruptError::DeviceTree)?;
+            let cpu_interface = address(*cpu_interface).map_err(InterruptError::DeviceTree)?;
+            // SAFETY: both frames come from the device tree and are mapped
+            // as device memory by the EL2 table (arch::mmu); the hypervisor
+            // is their only user.
+            Gic::V2(unsafe { GicV2::new(distributor, cpu_interface) })
+        }
+        platform::Gic::V3 { distributor, redistributors, .. } => {
+            let region = redistributors
+                .first()
+                .ok_or(InterruptError::DeviceTree("the GICv3 node lists no redistributor region"))?;
+            let distributor = address(*distributor).map_err(InterruptError::DeviceTree)?;
+            let redistributor_base = address(*region).map_err(InterruptError::DeviceTree)?;
+            let size = usize::try_from(region.size)
+                .map_err(|_| InterruptError::DeviceTree("redistributor region too large"))?;
+            // SAFETY: as for GICv2: device-tree frames, mapped as device
+            // memory, used by the hypervisor alone.
+            Gic::V3(unsafe { GicV3::new(distributor, redistributor_base, size) })
+        }
+    };
+    gic.init_distributor()?;
+    GIC.call_once(|| gic);
+    HYP_TIMER_INTID.store(platform.timer.hypervisor_physical, Ordering::Release);
+    init_this_core(0)
+}
+
+/// Sets up the calling core's CPU interface (and redistributor) and
+/// enables the EL2 timer's interrupt on it.
+pub fn init_this_core(index: usize) -> Result<(), InterruptError> {
+    let gic = GIC.get().ok_or(InterruptError::NotInitialized)?;
+    let slot = PER_CORE.get(index).ok_or(InterruptError::NotInitialized)?;
+    // SAFETY: runs at EL2 on the core with this MPIDR, once per core (each
+    // core runs its boot path once), after `init` set up the distributor.
+    let per_core = unsafe { gic.init_this_core(registers::mpidr()) }?;
+    let per_core = slot.call_once(|| per_core);
+    gic.enable_interrupt(per_core, HYP_TIMER_INTID.load(Ordering::Acquire))?;
+    Ok(())
+}
+
+/// Starts a periodic EL2 timer interrupt on this core every `period_us`,
+/// and unmasks IRQs.
+pub fn start_tick(period_us: u64) {
+    // SAFETY: reading the frequency at EL2.
+    let frequency = unsafe { el2::frequency() };
+    let interval = generic_timer::ticks_for(frequency, period_us);
+    TICK_INTERVAL.store(interval, Ordering::Release);
+    // SAFETY: EL2; this core's EL2 timer belongs to this code alone. The
+    // vectors and the GIC are set up, so unmasking IRQs is safe.
+    unsafe {
+        el2::hyp_timer_arm_in(interval);
+        registers::enable_irqs();
+    }
+}
+
+/// Stops this core's tick (IRQs stay unmasked).
+pub fn stop_tick() {
+    // SAFETY: EL2, owner of this core's EL2 timer.
+    unsafe { el2::hyp_timer_disable() };
+}
+
+/// Timer interrupts core `index` has taken.
+pub fn ticks(index: usize) -> u64 {
+    TICKS.get(index).map_or(0, |ticks| ticks.load(Ordering::Acquire))
+}
+
+/// Handles every pending IRQ on this core (called from the IRQ vector).
+pub fn handle_irq() {
+    let Some(gic) = GIC.get() else { return };
+    let core = registers::core_index();
+    while let Some(acknowledged) = gic.acknowledge() {
+        let intid = acknowledged.intid();
+        if intid == HYP_TIMER_INTID.load(Ordering::Relaxed) {
+            if let Some(ticks) = TICKS.get(core) {
+                ticks.fetch_add(1, Ordering::AcqRel);
+            }
+            // Re-arm relative to now: a late interrupt does not cause a
+            // burst of catch-up ticks.
+            let interval = TICK_INTERVAL.load(Ordering::Acquire);
+            // SAFETY: EL2, owner of this core's EL2 timer.
+            unsafe {
+                if interval == 0 {
+                    el2::hyp_timer_disable();
+                } else {
+                    el2::hyp_timer_arm_in(interval);
+                }
+            }
+        } else {
+            println!("hyp: core {core}: unexpected interrupt INTID {intid}; disabling it");
+            if let Some(per_core) = PER_CORE.get(core).and_then(Once::get) {
+                let _ = gic.disable_interrupt(per_core, intid);
+            }
+        }
+        gic.end_of_interrupt(acknowledged);
+    }
+}

@@ -1,0 +1,315 @@
+//! System tests: boot real images on QEMU boards and read the console.
+//!
+//! Each test names a board configuration, the markers that must all appear
+//! on the console, and markers that must not. It passes as soon as every
+//! expected marker has been seen (and no forbidden one), and fails with the
+//! whole transcript on a forbidden marker, an early QEMU exit or the
+//! timeout. Two tests run at a time (one TCG thread each), to fit 2 cores.
+
+use std::io::Read;
+use std::path::PathBuf;
+use std::process::{Child, Stdio};
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use crate::image;
+use crate::qemu::Machine;
+
+/// How long one boot may take before the test fails.
+const TIMEOUT: Duration = Duration::from_secs(90);
+/// Tests run at once.
+const PARALLEL: usize = 2;
+/// Timer interrupts each core counts before it reports (hyp's TICKS_TO_REPORT).
+const TICKS: u32 = 5;
+/// The address the `provoke-el2-fault` build reads (hyp's PROVOKED_FAULT_ADDRESS).
+const PROVOKED_FAULT_ADDRESS: &str = "0x7fdeadb000";
+
+/// One system test.
+#[derive(Debug, Clone)]
+pub struct SystemTest {
+    name: &'static str,
+    board: &'static str,
+    features: &'static [&'static str],
+    machine: MachineSpec,
+    expect: Vec<String>,
+    forbid: Vec<&'static str>,
+}
+
+#[derive(Debug, Clone, Copy)]
+enum MachineSpec {
+    Virt { gic: u8, cores: u32, at_el2: bool },
+    Raspi4b,
+}
+
+impl MachineSpec {
+    fn build(self) -> Result<Machine, String> {
+        match self {
+            MachineSpec::Virt { gic, cores, at_el2 } => Ok(Machine::virt(gic, cores, at_el2)),
+            MachineSpec::Raspi4b => Machine::raspi4b(),
+        }
+    }
+}
+
+/// The markers of a normal boot on `cores` cores.
+fn boot_markers(board: &str, gic: u8, memory: &str, cores: u32) -> Vec<String> {
+    let mut markers = vec![
+        format!("hyp {} on {board}", env!("CARGO_PKG_VERSION")),
+        format!("GICv{gic}"),
+        format!("{memory} of RAM"),
+    ];
+    for core in 0..cores {
+        markers.push(format!("core {core} online"));
+        markers.push(format!("core {core} took {TICKS} timer interrupts"));
+    }
+    markers.push(format!("{cores} of {cores} cores online"));
+    markers.push("hyp: ready".into());
+    markers
+}
+
+const BOOT_FORBIDDEN: &[&str] = &["unexpected", "PANIC", "did not come online", "failed"];
+
+/// Every system test.
+pub fn all() -> Vec<SystemTest> {
+    let virt = |name, gic, cores| SystemTest {
+        name,
+        board: "qemu-virt",
+        features: &[],
+        machine: MachineSpec::Virt { gic, cores, at_el2: true },
+        expect: boot_markers("qemu-virt", gic, "1024 MiB", cores),
+        forbid: BOOT_FORBIDDEN.to_vec(),
+    };
+    vec![
+        virt("virt-gicv2-1core", 2, 1),
+        virt("virt-gicv2-4cores", 2, 4),
+        virt("virt-gicv3-4cores", 3, 4),
+        SystemTest {
+            name: "raspi4b-4cores",
+            board: "rpi4",
+            features: &[],
+            machine: MachineSpec::Raspi4b,
+            expect: boot_markers("rpi4", 2, "960 MiB", 4),
+            forbid: BOOT_FORBIDDEN.to_vec(),
+        },
+        SystemTest {
+            name: "el2-exception-report",
+            board: "qemu-virt",
+            features: &["provoke-el2-fault"],
+            machine: MachineSpec::Virt { gic: 2, cores: 1, at_el2: true },
+            expect: vec![
+                format!("hyp: provoking an EL2 data abort at {PROVOKED_FAULT_ADDRESS}"),
+                "hyp: unexpected synchronous exception from EL2 on core 0".into(),
+                "Data Abort taken without a change in Exception level (EC 0x25)".into(),
+                "translation fault".into(),
+                format!("FAR_EL2 {PROVOKED_FAULT_ADDRESS}"),
+                "hyp: core 0 parked".into(),
+            ],
+            forbid: vec!["PANIC"],
+        },
+        SystemTest {
+            name: "entered-at-el1",
+            board: "qemu-virt",
+            features: &[],
+            machine: MachineSpec::Virt { gic: 2, cores: 1, at_el2: false },
+            expect: vec!["hyp: entered at EL1; hyp must be started at EL2".into()],
+            forbid: vec!["hyp: ready"],
+        },
+    ]
+}
+
+/// Runs the tests named in `names` (all of them if empty).
+pub fn run_all(names: &[String]) -> Result<(), String> {
+    let tests: Vec<SystemTest> =
+        all().into_iter().filter(|test| names.is_empty() || names.iter().any(|n| n == test.name)).collect();
+    if tests.is_empty() {
+        let known: Vec<&str> = all().iter().map(|test| test.name).collect();
+        return Err(format!("no system test named {names:?}; known: {}", known.join(", ")));
+    }
+
+    // Build each image once, then boot.
+    let mut prepared: Vec<(SystemTest, Machine, PathBuf)> = Vec::new();
+    for test in tests {
+        let features: Vec<String> = test.features.iter().map(|f| (*f).to_owned()).collect();
+        let built = image::build(test.board, &features)?;
+        let machine = test.machine.build()?;
+        prepared.push((test, machine, built.image));
+    }
+
+    let queue = Arc::new(Mutex::new(prepared));
+    let failures = Arc::new(Mutex::new(Vec::<String>::new()));
+    let workers: Vec<_> = (0..PARALLEL)
+        .map(|_| {
+            let queue = Arc::clone(&queue);
+            let failures = Arc::clone(&failures);
+            thread::spawn(move || {
+                loop {
+                    let next = queue.lock().map(|mut queue| queue.pop()).unwrap_or(None);
+                    let Some((test, machine, image)) = next else { break };
+                    if let Err(report) = run_one(&test, &machine, &image) {
+                        eprintln!("{report}");
+                        if let Ok(mut failures) = failures.lock() {
+                            failures.push(test.name.to_owned());
+                        }
+                    }
+                }
+            })
+        })
+        .collect();
+    for worker in workers {
+        worker.join().map_err(|_| "a system-test worker panicked".to_owned())?;
+    }
+    let failures = failures.lock().map(|failures| failures.clone()).unwrap_or_default();
+    if failures.is_empty() {
+        println!("systest: all passed");
+        Ok(())
+    } else {
+        Err(format!("system tests failed: {}", failures.join(", ")))
+    }
+}
+
+/// What a finished boot showed.
+#[derive(Debug, PartialEq, Eq)]
+enum Verdict {
+    Passed,
+    Forbidden(&'static str),
+    Missing(Vec<String>),
+}
+
+fn judge(transcript: &str, test: &SystemTest, finished: bool) -> Option<Verdict> {
+    if let Some(marker) = test.forbid.iter().find(|marker| transcript.contains(*marker)) {
+        return Some(Verdict::Forbidden(marker));
+    }
+    let missing: Vec<String> =
+        test.expect.iter().filter(|marker| !transcript.contains(marker.as_str())).cloned().collect();
+    if missing.is_empty() {
+        Some(Verdict::Passed)
+    } else if finished {
+        Some(Verdict::Missing(missing))
+    } else {
+        None
+    }
+}
+
+fn run_one(test: &SystemTest, machine: &Machine, image: &std::path::Path) -> Result<(), String> {
+    let started = Instant::now();
+    let mut command = machine.batch_command(image);
+    command.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+    let mut child = command.spawn().map_err(|error| format!("systest {}: cannot start QEMU: {error}", test.name))?;
+    let transcript = Arc::new(Mutex::new(Vec::<u8>::new()));
+    let readers = [
+        spawn_reader(child.stdout.take().map(|out| Box::new(out) as Box<dyn Read + Send>), &transcript),
+        spawn_reader(child.stderr.take().map(|out| Box::new(out) as Box<dyn Read + Send>), &transcript),
+    ];
+
+    let verdict = loop {
+        let exited = matches!(child.try_wait(), Ok(Some(_)));
+        let text = snapshot(&transcript);
+        let timed_out = started.elapsed() > TIMEOUT;
+        if let Some(verdict) = judge(&text, test, exited || timed_out) {
+            break verdict;
+        }
+        thread::sleep(Duration::from_millis(50));
+    };
+    stop(&mut child);
+    for reader in readers.into_iter().flatten() {
+        let _ = reader.join();
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    let text = snapshot(&transcript);
+    match verdict {
+        Verdict::Passed => {
+            println!("systest {} ... ok ({seconds:.1} s)", test.name);
+            Ok(())
+        }
+        Verdict::Forbidden(marker) => Err(failure(test, seconds, &format!("forbidden marker {marker:?} appeared"), &text)),
+        Verdict::Missing(missing) => Err(failure(
+            test,
+            seconds,
+            &format!("QEMU exited or {} s passed without {missing:?}", TIMEOUT.as_secs()),
+            &text,
+        )),
+    }
+}
+
+fn failure(test: &SystemTest, seconds: f64, why: &str, transcript: &str) -> String {
+    format!(
+        "systest {} ... FAILED after {seconds:.1} s: {why}\n----- console transcript -----\n{transcript}\n----- end of transcript -----",
+        test.name
+    )
+}
+
+fn spawn_reader(
+    source: Option<Box<dyn Read + Send>>,
+    transcript: &Arc<Mutex<Vec<u8>>>,
+) -> Option<thread::JoinHandle<()>> {
+    let mut source = source?;
+    let transcript = Arc::clone(transcript);
+    Some(thread::spawn(move || {
+        let mut buffer = [0u8; 4096];
+        while let Ok(count) = source.read(&mut buffer) {
+            if count == 0 {
+                break;
+            }
+            if let Ok(mut transcript) = transcript.lock() {
+                transcript.extend_from_slice(&buffer[..count]);
+            }
+        }
+    }))
+}
+
+fn snapshot(transcript: &Arc<Mutex<Vec<u8>>>) -> String {
+    transcript
+        .lock()
+        .map(|bytes| String::from_utf8_lossy(&bytes).replace('\r', ""))
+        .unwrap_or_default()
+}
+
+fn stop(child: &mut Child) {
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn test_with(expect: &[&str], forbid: &[&'static str]) -> SystemTest {
+        SystemTest {
+            name: "unit",
+            board: "qemu-virt",
+            features: &[],
+            machine: MachineSpec::Virt { gic: 2, cores: 1, at_el2: true },
+            expect: expect.iter().map(|marker| (*marker).to_owned()).collect(),
+            forbid: forbid.to_vec(),
+        }
+    }
+
+    #[test]
+    fn judges_transcripts() {
+        let test = test_with(&["banner", "ready"], &["PANIC"]);
+        assert_eq!(judge("banner\n", &test, false), None);
+        assert_eq!(judge("banner\n", &test, true), Some(Verdict::Missing(vec!["ready".into()])));
+        assert_eq!(judge("banner\nready\n", &test, false), Some(Verdict::Passed));
+        assert_eq!(judge("banner\nPANIC\nready", &test, false), Some(Verdict::Forbidden("PANIC")));
+    }
+
+    #[test]
+    fn boot_markers_cover_every_core() {
+        let markers = boot_markers("qemu-virt", 3, "1024 MiB", 4);
+        for core in 0..4 {
+            assert!(markers.contains(&format!("core {core} online")));
+            assert!(markers.contains(&format!("core {core} took 5 timer interrupts")));
+        }
+        assert!(markers.contains(&"4 of 4 cores online".to_owned()));
+        assert!(markers.contains(&"GICv3".to_owned()));
+    }
+
+    #[test]
+    fn test_names_are_unique() {
+        let mut names: Vec<&str> = all().iter().map(|test| test.name).collect();
+        names.sort_unstable();
+        let count = names.len();
+        names.dedup();
+        assert_eq!(names.len(), count);
+    }
+}
