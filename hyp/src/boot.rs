@@ -137,6 +137,7 @@ extern "C" fn boot_primary(device_tree_address: u64) -> ! {
         println!("hyp: interrupts: {problem}");
         arch::park();
     }
+    println!("hyp: core 0 online (MPIDR {:#x})", registers::mpidr());
     let started = smp::start_secondary_cores(&platform, translation);
     tick_and_report(0);
     let online = smp::wait_for_cores(started, BRING_UP_TIMEOUT_US);
@@ -152,6 +153,28 @@ extern "C" fn boot_primary(device_tree_address: u64) -> ! {
     );
     provoke_fault_if_asked();
     idle()
+}
+
+/// Entered at EL1 (or EL0) instead of EL2, from entry.S with the MMU off
+/// and BSS zeroed: there is no way up, so say so as clearly as possible and
+/// stop.
+#[unsafe(no_mangle)]
+extern "C" fn boot_at_wrong_level(device_tree_address: u64, level: u64) -> ! {
+    // The device tree's console if it can be read, else the board's.
+    // SAFETY: x0 as the boot protocol hands it over.
+    let uart = unsafe { device_tree(device_tree_address) }
+        .ok()
+        .and_then(|blob| platform::parse(blob).ok())
+        .map(|platform| ConsoleUart { kind: platform.console.kind, base: platform.console.region.base })
+        .unwrap_or_else(early_uart);
+    early_print(
+        uart,
+        format_args!(
+            "hyp: entered at EL{level}; hyp must be started at EL2 (QEMU: -M virt,virtualization=on; \
+             Raspberry Pi 4: the stock firmware without a custom armstub). Stopping.\n"
+        ),
+    );
+    arch::park()
 }
 
 /// A secondary core's Rust entry, from entry.S with the MMU on.

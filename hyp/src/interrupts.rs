@@ -9,7 +9,7 @@
 
 use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
-use generic_timer::el2;
+use generic_timer as timer;
 use gic::{Gic, GicError, GicV2, GicV3, PerCore};
 use hyp_abi::MAX_CORES;
 use hyp_core::platform::{self, Platform};
@@ -104,13 +104,13 @@ pub fn init_this_core(index: usize) -> Result<(), InterruptError> {
 /// and unmasks IRQs.
 pub fn start_tick(period_us: u64) {
     // SAFETY: reading the frequency at EL2.
-    let frequency = unsafe { el2::frequency() };
+    let frequency = unsafe { timer::frequency() };
     let interval = generic_timer::ticks_for(frequency, period_us);
     TICK_INTERVAL.store(interval, Ordering::Release);
     // SAFETY: EL2; this core's EL2 timer belongs to this code alone. The
     // vectors and the GIC are set up, so unmasking IRQs is safe.
     unsafe {
-        el2::hyp_timer_arm_in(interval);
+        timer::hyp_timer_arm_in(interval);
         registers::enable_irqs();
     }
 }
@@ -118,7 +118,7 @@ pub fn start_tick(period_us: u64) {
 /// Stops this core's tick (IRQs stay unmasked).
 pub fn stop_tick() {
     // SAFETY: EL2, owner of this core's EL2 timer.
-    unsafe { el2::hyp_timer_disable() };
+    unsafe { timer::hyp_timer_disable() };
 }
 
 /// Timer interrupts core `index` has taken.
@@ -142,9 +142,9 @@ pub fn handle_irq() {
             // SAFETY: EL2, owner of this core's EL2 timer.
             unsafe {
                 if interval == 0 {
-                    el2::hyp_timer_disable();
+                    timer::hyp_timer_disable();
                 } else {
-                    el2::hyp_timer_arm_in(interval);
+                    timer::hyp_timer_arm_in(interval);
                 }
             }
         } else {

@@ -8,6 +8,10 @@
 //! On the host the crate compiles to a stub that explains how to build the
 //! real thing, so `cargo build --workspace` works everywhere.
 #![cfg_attr(target_os = "none", no_std, no_main)]
+#![allow(
+    unreachable_pub,
+    reason = "a binary: `pub` marks each module's interface to the rest of the kernel"
+)]
 
 #[cfg(target_os = "none")]
 mod arch;

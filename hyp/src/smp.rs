@@ -26,13 +26,15 @@ pub fn report_online() {
 
 /// A point on the system counter `microseconds` from now.
 pub fn deadline_in(microseconds: u64) -> u64 {
-    let frequency = registers::counter_frequency();
-    registers::counter().saturating_add(generic_timer::ticks_for(frequency, microseconds))
+    // SAFETY: reading the counter and its frequency at EL2.
+    let (now, frequency) = unsafe { (generic_timer::counter(), generic_timer::frequency()) };
+    now.saturating_add(generic_timer::ticks_for(frequency, microseconds))
 }
 
 /// Whether the counter passed `deadline`.
 pub fn passed(deadline: u64) -> bool {
-    registers::counter() >= deadline
+    // SAFETY: reading the counter at EL2.
+    unsafe { generic_timer::counter() >= deadline }
 }
 
 /// Starts every other core the device tree lists; returns how many were
@@ -102,7 +104,7 @@ fn start_with_psci(
     // SAFETY: CPU_ON starts the core at `secondary_entry`, which is ready:
     // SECONDARY_BOOT is published and cleaned. No memory is handed over.
     let result = unsafe { registers::smc(psci::CPU_ON_64, mpidr, entry, index as u64) };
-    psci::result(result).map_err(psci::Error::name)
+    psci::result(result).map(|_| ()).map_err(psci::Error::name)
 }
 
 fn start_with_spin_table(

@@ -429,29 +429,10 @@ pub fn parse(dtb: &[u8]) -> Result<Platform, PlatformError> {
 
     let mut reserved = Vec::new();
     for region in blob.memory_reservations() {
-        let region = region?;
-        if region.size != 0 {
-            reserved
-                .push(region)
-                .map_err(|_| PlatformError::TooManyRegions {
-                    node: "reserved-memory",
-                    limit: MAX_RESERVED_REGIONS,
-                })?;
-        }
+        push_region(&mut reserved, region?, "reserved-memory")?;
     }
     for &region in &found.reserved_memory {
-        reserved
-            .push(region)
-            .map_err(|_| PlatformError::TooManyRegions {
-                node: "reserved-memory",
-                limit: MAX_RESERVED_REGIONS,
-            })?;
-    }
-    if found.reserved_overflow {
-        return Err(PlatformError::TooManyRegions {
-            node: "reserved-memory",
-            limit: MAX_RESERVED_REGIONS,
-        });
+        push_region(&mut reserved, region, "reserved-memory")?;
     }
 
     if found.memory.is_empty() {
@@ -500,6 +481,19 @@ fn stdout_path<'a>(chosen: Properties<'a>) -> Option<&'a str> {
         .string("stdout-path")
         .or_else(|| chosen.string("linux,stdout-path"))?;
     value.split(':').next()
+}
+
+/// Appends a non-empty `region` to `list`; empty ones are dropped.
+fn push_region<const N: usize>(
+    list: &mut Vec<MemoryRegion, N>,
+    region: MemoryRegion,
+    node: &'static str,
+) -> Result<(), PlatformError> {
+    if region.size == 0 {
+        return Ok(());
+    }
+    list.push(region)
+        .map_err(|_| PlatformError::TooManyRegions { node, limit: N })
 }
 
 /// The prefix of `text` that fits in `N` bytes, cut at a character boundary.
@@ -570,7 +564,6 @@ impl FoundTimer<'_> {
 struct Found<'a> {
     memory: Vec<MemoryRegion, MAX_MEMORY_REGIONS>,
     reserved_memory: Vec<MemoryRegion, MAX_RESERVED_REGIONS>,
-    reserved_overflow: bool,
     console: Option<Console>,
     gic: Option<FoundGic>,
     any_interrupt_controller: bool,
@@ -636,14 +629,7 @@ impl<'a> Found<'a> {
             let Some(region) = register(path, index, "memory")? else {
                 break;
             };
-            if region.size != 0 {
-                self.memory
-                    .push(region)
-                    .map_err(|_| PlatformError::TooManyRegions {
-                        node: "memory",
-                        limit: MAX_MEMORY_REGIONS,
-                    })?;
-            }
+            push_region(&mut self.memory, region, "memory")?;
         }
         Ok(())
     }
@@ -653,9 +639,7 @@ impl<'a> Found<'a> {
             let Some(region) = register(path, index, "reserved-memory")? else {
                 break;
             };
-            if region.size != 0 && self.reserved_memory.push(region).is_err() {
-                self.reserved_overflow = true;
-            }
+            push_region(&mut self.reserved_memory, region, "reserved-memory")?;
         }
         Ok(())
     }
@@ -811,7 +795,7 @@ fn gic_interrupt(
     node: &'static str,
 ) -> Result<Option<u32>, PlatformError> {
     let entry_length = cells * 4;
-    if interrupts.len() % entry_length != 0 {
+    if !interrupts.len().is_multiple_of(entry_length) {
         return Err(PlatformError::BadProperty {
             node,
             property: "interrupts",
@@ -877,7 +861,7 @@ fn reg_entry(
     role: &'static str,
 ) -> Result<Option<(u64, u64)>, PlatformError> {
     let entry_length = (address_cells + size_cells) * 4;
-    if entry_length == 0 || value.len() % entry_length != 0 {
+    if entry_length == 0 || !value.len().is_multiple_of(entry_length) {
         return Err(PlatformError::BadProperty {
             node: role,
             property: "reg",
@@ -926,7 +910,7 @@ fn translate(
         let parent_cells = above.cells("#address-cells", 2, role)?;
         let size_cells = bus.cells("#size-cells", 1, role)?;
         let entry_length = (child_cells + parent_cells + size_cells) * 4;
-        if entry_length == 0 || ranges.len() % entry_length != 0 {
+        if entry_length == 0 || !ranges.len().is_multiple_of(entry_length) {
             return Err(PlatformError::BadProperty {
                 node: role,
                 property: "ranges",
@@ -1048,7 +1032,7 @@ impl<'a> Blob<'a> {
                 .filter(|_| offset >= HEADER_LENGTH)
                 .ok_or(PlatformError::BadHeader)
         };
-        if off_struct % 4 != 0 || off_reservations % 8 != 0 {
+        if !off_struct.is_multiple_of(4) || !off_reservations.is_multiple_of(8) {
             return Err(PlatformError::BadHeader);
         }
         Ok(Blob {
@@ -1211,9 +1195,11 @@ fn first_string(value: &[u8]) -> Option<&str> {
 
 fn string_list_contains(value: &[u8], wanted: &str) -> bool {
     // Each string ends with a NUL; split the value without the last one.
-    value
-        .strip_suffix(&[0])
-        .is_some_and(|strings| strings.split(|&byte| byte == 0).any(|item| item == wanted.as_bytes()))
+    value.strip_suffix(&[0]).is_some_and(|strings| {
+        strings
+            .split(|&byte| byte == 0)
+            .any(|item| item == wanted.as_bytes())
+    })
 }
 
 /// A node on the walk's stack.
@@ -1328,8 +1314,11 @@ fn walk<'a>(
                     match cursor.peek()? {
                         TOKEN_NOP => cursor.skip(4)?,
                         TOKEN_PROP => {
+                            // Errors point at the PROP token.
+                            let token_at = cursor.error();
                             cursor.skip(4)?;
-                            let (name, value) = cursor.property(blob.strings)?;
+                            let (name, value) =
+                                cursor.property(blob.strings).map_err(|_| token_at)?;
                             let is = |wanted| name_is(blob.strings, name, wanted);
                             if is("compatible") {
                                 node.compatible = value;
@@ -1361,4 +1350,1121 @@ fn walk<'a>(
 }
 
 #[cfg(test)]
-mod tests {}
+mod tests {
+    //! Error paths and corner cases on small synthetic trees. The trees are
+    //! made by a tiny FDT writer that exists only here (the tests have `std`).
+    //! The real trees are checked in `tests/platform.rs`.
+
+    use super::*;
+    use std::borrow::ToOwned;
+    use std::format;
+    use std::string::String as StdString;
+    use std::vec;
+    use std::vec::Vec as StdVec;
+
+    // ---- A tiny FDT writer ----------------------------------------------------
+
+    #[derive(Clone, Debug)]
+    struct TestNode {
+        name: StdString,
+        properties: StdVec<(StdString, StdVec<u8>)>,
+        children: StdVec<TestNode>,
+    }
+
+    impl TestNode {
+        fn new(name: &str) -> Self {
+            TestNode {
+                name: name.to_owned(),
+                properties: vec![],
+                children: vec![],
+            }
+        }
+
+        fn with(mut self, name: &str, value: StdVec<u8>) -> Self {
+            self.properties.push((name.to_owned(), value));
+            self
+        }
+
+        fn child(mut self, child: TestNode) -> Self {
+            self.children.push(child);
+            self
+        }
+
+        /// The node at `path` ("/" is the root); panics if there is none.
+        fn at(&mut self, path: &str) -> &mut TestNode {
+            let mut node = self;
+            for component in path.split('/').filter(|c| !c.is_empty()) {
+                node = node
+                    .children
+                    .iter_mut()
+                    .find(|child| child.name == component)
+                    .unwrap_or_else(|| panic!("no node {component} in {path}"));
+            }
+            node
+        }
+
+        fn set(&mut self, path: &str, name: &str, value: StdVec<u8>) -> &mut Self {
+            let node = self.at(path);
+            node.properties.retain(|(existing, _)| existing != name);
+            node.properties.push((name.to_owned(), value));
+            self
+        }
+
+        fn unset(&mut self, path: &str, name: &str) -> &mut Self {
+            let node = self.at(path);
+            let before = node.properties.len();
+            node.properties.retain(|(existing, _)| existing != name);
+            assert_ne!(before, node.properties.len(), "{path} has no {name}");
+            self
+        }
+
+        fn remove(&mut self, path: &str) -> &mut Self {
+            let (parent, name) = path.rsplit_once('/').expect("absolute path");
+            let parent = self.at(parent);
+            let before = parent.children.len();
+            parent.children.retain(|child| child.name != name);
+            assert_ne!(before, parent.children.len(), "no node {path}");
+            self
+        }
+
+        fn add(&mut self, path: &str, child: TestNode) -> &mut Self {
+            self.at(path).children.push(child);
+            self
+        }
+    }
+
+    fn cells(values: &[u32]) -> StdVec<u8> {
+        values
+            .iter()
+            .flat_map(|value| value.to_be_bytes())
+            .collect()
+    }
+
+    /// A string or, with `\0` inside, a string list.
+    fn text(value: &str) -> StdVec<u8> {
+        let mut bytes = value.as_bytes().to_vec();
+        bytes.push(0);
+        bytes
+    }
+
+    fn empty() -> StdVec<u8> {
+        vec![]
+    }
+
+    /// Serializes a tree as dtc does: header, memory reservations, structure,
+    /// strings.
+    fn dtb(root: &TestNode, reservations: &[(u64, u64)]) -> StdVec<u8> {
+        fn write_node(out: &mut StdVec<u8>, strings: &mut StdVec<u8>, node: &TestNode) {
+            out.extend(TOKEN_BEGIN_NODE.to_be_bytes());
+            out.extend(node.name.as_bytes());
+            out.push(0);
+            pad(out);
+            for (name, value) in &node.properties {
+                let offset = find_or_add(strings, name);
+                out.extend(TOKEN_PROP.to_be_bytes());
+                out.extend(u32::try_from(value.len()).unwrap().to_be_bytes());
+                out.extend(u32::try_from(offset).unwrap().to_be_bytes());
+                out.extend(value);
+                pad(out);
+            }
+            for child in &node.children {
+                write_node(out, strings, child);
+            }
+            out.extend(TOKEN_END_NODE.to_be_bytes());
+        }
+        fn pad(out: &mut StdVec<u8>) {
+            while !out.len().is_multiple_of(4) {
+                out.push(0);
+            }
+        }
+        fn find_or_add(strings: &mut StdVec<u8>, name: &str) -> usize {
+            let mut wanted = name.as_bytes().to_vec();
+            wanted.push(0);
+            if let Some(offset) = strings.windows(wanted.len()).position(|w| w == wanted)
+                && (offset == 0 || strings[offset - 1] == 0)
+            {
+                return offset;
+            }
+            strings.extend(&wanted);
+            strings.len() - wanted.len()
+        }
+
+        let mut structure = vec![];
+        let mut strings = vec![];
+        write_node(&mut structure, &mut strings, root);
+        structure.extend(TOKEN_END.to_be_bytes());
+        let mut reservation_block = vec![];
+        for &(address, size) in reservations.iter().chain(&[(0, 0)]) {
+            reservation_block.extend(address.to_be_bytes());
+            reservation_block.extend(size.to_be_bytes());
+        }
+        let off_reservations = HEADER_LENGTH;
+        let off_struct = off_reservations + reservation_block.len();
+        let off_strings = off_struct + structure.len();
+        let total = off_strings + strings.len();
+        let header = [
+            FDT_MAGIC as usize,
+            total,
+            off_struct,
+            off_strings,
+            off_reservations,
+            17,
+            16,
+            0,
+            strings.len(),
+            structure.len(),
+        ]
+        .map(|field| u32::try_from(field).unwrap());
+        let mut blob: StdVec<u8> = header
+            .iter()
+            .flat_map(|field| field.to_be_bytes())
+            .collect();
+        blob.extend(reservation_block);
+        blob.extend(structure);
+        blob.extend(strings);
+        blob
+    }
+
+    // ---- The base tree ----------------------------------------------------------
+
+    /// A Pi-like tree that parses: the UART and the GIC sit under a bus whose
+    /// `ranges` move 0x7e000000 to 0xfe000000 and 0x40000000 to 0xff800000.
+    fn base() -> TestNode {
+        let cpu = |reg: u32| {
+            TestNode::new(&format!("cpu@{reg}"))
+                .with("device_type", text("cpu"))
+                .with("reg", cells(&[reg]))
+                .with("enable-method", text("psci"))
+        };
+        TestNode::new("")
+            .with("#address-cells", cells(&[2]))
+            .with("#size-cells", cells(&[1]))
+            .with("model", text("Test board"))
+            .with("interrupt-parent", cells(&[1]))
+            .child(
+                TestNode::new("memory@40000000")
+                    .with("device_type", text("memory"))
+                    .with("reg", cells(&[0, 0x4000_0000, 0x1000_0000])),
+            )
+            .child(
+                TestNode::new("chosen")
+                    .with("stdout-path", text("serial0:115200n8"))
+                    .with("bootargs", text("console=ttyAMA0 quiet")),
+            )
+            .child(TestNode::new("aliases").with("serial0", text("/soc/serial@7e201000")))
+            .child(
+                TestNode::new("cpus")
+                    .with("#address-cells", cells(&[1]))
+                    .with("#size-cells", cells(&[0]))
+                    .child(TestNode::new("cpu-map"))
+                    .child(cpu(0))
+                    .child(cpu(1)),
+            )
+            .child(
+                TestNode::new("psci")
+                    .with("compatible", text("arm,psci-1.0\0arm,psci-0.2"))
+                    .with("method", text("hvc")),
+            )
+            .child(
+                TestNode::new("timer")
+                    .with("compatible", text("arm,armv8-timer"))
+                    .with(
+                        "interrupts",
+                        cells(&[1, 13, 8, 1, 14, 8, 1, 11, 8, 1, 10, 8]),
+                    ),
+            )
+            .child(
+                TestNode::new("soc")
+                    .with("compatible", text("simple-bus"))
+                    .with("#address-cells", cells(&[1]))
+                    .with("#size-cells", cells(&[1]))
+                    .with(
+                        "ranges",
+                        cells(&[
+                            0x7e00_0000,
+                            0,
+                            0xfe00_0000,
+                            0x0180_0000, // peripherals
+                            0x4000_0000,
+                            0,
+                            0xff80_0000,
+                            0x0080_0000, // ARM local
+                        ]),
+                    )
+                    .child(
+                        TestNode::new("serial@7e201000")
+                            .with("compatible", text("arm,pl011\0arm,primecell"))
+                            .with("reg", cells(&[0x7e20_1000, 0x200])),
+                    )
+                    .child(
+                        TestNode::new("interrupt-controller@40041000")
+                            .with("compatible", text("arm,gic-400"))
+                            .with("interrupt-controller", empty())
+                            .with("#interrupt-cells", cells(&[3]))
+                            .with("phandle", cells(&[1]))
+                            .with(
+                                "reg",
+                                cells(&[
+                                    0x4004_1000,
+                                    0x1000,
+                                    0x4004_2000,
+                                    0x2000, // GICD, GICC
+                                    0x4004_4000,
+                                    0x2000,
+                                    0x4004_6000,
+                                    0x2000, // GICH, GICV
+                                ]),
+                            )
+                            .with("interrupts", cells(&[1, 9, 0xf04])),
+                    ),
+            )
+    }
+
+    fn parse_tree(root: &TestNode) -> Result<Platform, PlatformError> {
+        parse(&dtb(root, &[]))
+    }
+
+    fn error_of(root: &TestNode) -> PlatformError {
+        match parse_tree(root) {
+            Ok(platform) => panic!("expected an error, parsed {platform:?}"),
+            Err(error) => error,
+        }
+    }
+
+    fn region(base: u64, size: u64) -> MemoryRegion {
+        MemoryRegion { base, size }
+    }
+
+    fn uart(tree: &mut TestNode) -> &mut TestNode {
+        tree.at("/soc/serial@7e201000")
+    }
+
+    const GIC: &str = "/soc/interrupt-controller@40041000";
+
+    // ---- The happy path ---------------------------------------------------------
+
+    #[test]
+    fn base_tree_parses_with_translated_addresses() {
+        let platform = parse(&dtb(&base(), &[(0x4000_0000, 0x1000)])).unwrap();
+        assert_eq!(platform.model.as_str(), "Test board");
+        assert_eq!(
+            platform.memory.as_slice(),
+            &[region(0x4000_0000, 0x1000_0000)]
+        );
+        assert_eq!(platform.reserved.as_slice(), &[region(0x4000_0000, 0x1000)]);
+        assert_eq!(
+            platform.console,
+            Console {
+                kind: UartKind::Pl011,
+                region: region(0xfe20_1000, 0x200)
+            }
+        );
+        assert_eq!(
+            platform.gic,
+            Gic::V2 {
+                distributor: region(0xff84_1000, 0x1000),
+                cpu_interface: region(0xff84_2000, 0x2000),
+                hyp_interface: Some(region(0xff84_4000, 0x2000)),
+                virtual_cpu_interface: Some(region(0xff84_6000, 0x2000)),
+                maintenance_interrupt: Some(25),
+            }
+        );
+        assert_eq!(
+            platform.timer,
+            TimerInterrupts {
+                secure_physical: 29,
+                nonsecure_physical: 30,
+                virtual_timer: 27,
+                hypervisor_physical: 26,
+            }
+        );
+        let psci = |mpidr| Cpu {
+            mpidr,
+            enable_method: EnableMethod::Psci,
+        };
+        assert_eq!(platform.cpus.as_slice(), &[psci(0), psci(1)]);
+        assert!(!platform.cpus_truncated);
+        assert_eq!(platform.psci, Some(PsciConduit::Hvc));
+        assert_eq!(platform.bootargs.as_str(), "console=ttyAMA0 quiet");
+    }
+
+    #[test]
+    fn memory_region_end_saturates() {
+        assert_eq!(region(0x4000_0000, 0x1000).end(), 0x4000_1000);
+        assert_eq!(region(u64::MAX - 1, 0x10).end(), u64::MAX);
+    }
+
+    // ---- Header and structure -------------------------------------------------------
+
+    #[test]
+    fn garbage_is_bad_header() {
+        let good = dtb(&base(), &[]);
+        assert_eq!(parse(&[]).unwrap_err(), PlatformError::BadHeader);
+        assert_eq!(parse(&[0; 64]).unwrap_err(), PlatformError::BadHeader);
+        assert_eq!(
+            parse(b"not a device tree, just some text.......").unwrap_err(),
+            PlatformError::BadHeader
+        );
+        assert_eq!(parse(&good[..39]).unwrap_err(), PlatformError::BadHeader);
+        // Truncated: the header claims more bytes than there are.
+        assert_eq!(
+            parse(&good[..good.len() - 1]).unwrap_err(),
+            PlatformError::BadHeader
+        );
+        let mut bad_magic = good.clone();
+        bad_magic[0] ^= 1;
+        assert_eq!(parse(&bad_magic).unwrap_err(), PlatformError::BadHeader);
+        // The structure block reaching past the end.
+        let mut bad_offset = good.clone();
+        bad_offset[8..12].copy_from_slice(&0x00ff_fff0u32.to_be_bytes());
+        assert_eq!(parse(&bad_offset).unwrap_err(), PlatformError::BadHeader);
+        // Bytes after totalsize are ignored.
+        let mut padded = good.clone();
+        padded.extend([0xa5; 100]);
+        assert!(parse(&padded).is_ok());
+    }
+
+    #[test]
+    fn old_format_version_is_refused() {
+        let mut blob = dtb(&base(), &[]);
+        blob[20..24].copy_from_slice(&16u32.to_be_bytes());
+        assert_eq!(
+            parse(&blob).unwrap_err(),
+            PlatformError::UnsupportedVersion { version: 16 }
+        );
+    }
+
+    #[test]
+    fn total_size_reads_the_header() {
+        let blob = dtb(&base(), &[]);
+        assert_eq!(total_size(&blob[..8]), Some(blob.len()));
+        assert_eq!(total_size(&blob[..7]), None);
+        assert_eq!(total_size(&[0xd0, 0x0d, 0xfe, 0xef, 0, 0, 1, 0]), None);
+    }
+
+    #[test]
+    fn unknown_token_is_bad_structure() {
+        let mut blob = dtb(&base(), &[]);
+        let structure = usize::try_from(be32(&blob, 8).unwrap()).unwrap();
+        blob[structure..structure + 4].copy_from_slice(&7u32.to_be_bytes());
+        assert_eq!(
+            parse(&blob).unwrap_err(),
+            PlatformError::BadStructure { offset: 0 }
+        );
+    }
+
+    #[test]
+    fn property_longer_than_the_block_is_bad_structure() {
+        let mut blob = dtb(&base(), &[]);
+        let structure = usize::try_from(be32(&blob, 8).unwrap()).unwrap();
+        // Root: BEGIN_NODE, "" padded to 4, then the first PROP's length.
+        let length = structure + 12;
+        assert_eq!(be32(&blob, structure + 8), Some(TOKEN_PROP));
+        blob[length..length + 4].copy_from_slice(&0xffff_fff0u32.to_be_bytes());
+        assert_eq!(
+            parse(&blob).unwrap_err(),
+            PlatformError::BadStructure { offset: 8 }
+        );
+    }
+
+    #[test]
+    fn nesting_is_limited_to_max_depth() {
+        let nested = |levels: usize| {
+            let mut node = TestNode::new("leaf");
+            for level in 1..levels {
+                node = TestNode::new(&format!("level{level}")).child(node);
+            }
+            let mut tree = base();
+            tree.add("/", node);
+            tree
+        };
+        // The root plus MAX_DEPTH - 1 levels fit; one more does not.
+        assert!(parse_tree(&nested(MAX_DEPTH - 1)).is_ok());
+        assert_eq!(error_of(&nested(MAX_DEPTH)), PlatformError::TooDeep);
+    }
+
+    #[test]
+    fn nop_tokens_are_skipped() {
+        // QEMU's raspi4b leaves NOPs where it removed nodes; put one before the
+        // first property and one between two nodes.
+        let blob = dtb(&base(), &[]);
+        let structure = usize::try_from(be32(&blob, 8).unwrap()).unwrap();
+        let nop = TOKEN_NOP.to_be_bytes();
+        let mut with_nops = blob[..structure + 8].to_vec();
+        with_nops.extend(nop);
+        with_nops.extend(&blob[structure + 8..]);
+        let end = with_nops.len() - usize::try_from(be32(&blob, 32).unwrap()).unwrap() - 8;
+        // The last two tokens are the root's END_NODE and END.
+        assert_eq!(be32(&with_nops, end), Some(TOKEN_END_NODE));
+        with_nops.splice(end..end, nop);
+        let grow = |field: usize, by: u32, blob: &mut StdVec<u8>| {
+            let value = be32(blob, field).unwrap() + by;
+            blob[field..field + 4].copy_from_slice(&value.to_be_bytes());
+        };
+        grow(4, 8, &mut with_nops); // totalsize
+        grow(12, 8, &mut with_nops); // off_dt_strings
+        grow(36, 8, &mut with_nops); // size_dt_struct
+        let platform = parse(&with_nops).unwrap();
+        assert_eq!(platform.model.as_str(), "Test board");
+        assert_eq!(platform.cpus.len(), 2);
+    }
+
+    // ---- Memory -----------------------------------------------------------------------
+
+    #[test]
+    fn no_memory_node_is_no_memory() {
+        let mut tree = base();
+        tree.remove("/memory@40000000");
+        assert_eq!(error_of(&tree), PlatformError::NoMemory);
+    }
+
+    #[test]
+    fn zero_size_memory_is_dropped() {
+        let mut tree = base();
+        tree.set("/memory@40000000", "reg", cells(&[0, 0x4000_0000, 0]));
+        assert_eq!(error_of(&tree), PlatformError::NoMemory);
+        tree.set("/memory@40000000", "reg", cells(&[0, 0, 0, 1, 0, 0x1000]));
+        let platform = parse_tree(&tree).unwrap();
+        assert_eq!(platform.memory.as_slice(), &[region(0x1_0000_0000, 0x1000)]);
+    }
+
+    #[test]
+    fn too_many_memory_ranges_is_an_error() {
+        let mut tree = base();
+        let reg: StdVec<u32> = (0..9).flat_map(|i| [0, i * 0x1000_0000, 0x1000]).collect();
+        tree.set("/memory@40000000", "reg", cells(&reg));
+        assert_eq!(
+            error_of(&tree),
+            PlatformError::TooManyRegions {
+                node: "memory",
+                limit: MAX_MEMORY_REGIONS
+            }
+        );
+    }
+
+    #[test]
+    fn reserved_memory_children_and_memreserve_entries_are_reserved() {
+        let mut tree = base();
+        tree.add(
+            "/",
+            TestNode::new("reserved-memory")
+                .with("#address-cells", cells(&[2]))
+                .with("#size-cells", cells(&[1]))
+                .with("ranges", empty())
+                .child(
+                    TestNode::new("linux,cma")
+                        .with("size", cells(&[0x400_0000]))
+                        .with("reusable", empty()),
+                )
+                .child(
+                    TestNode::new("firmware@4f000000")
+                        .with("reg", cells(&[0, 0x4f00_0000, 0x10_0000])),
+                )
+                .child(
+                    TestNode::new("nvram@0")
+                        .with("reg", cells(&[0, 0, 0]))
+                        .with("status", text("disabled")),
+                ),
+        );
+        let platform = parse(&dtb(&tree, &[(0, 0x1000), (0x4800_0000, 0)])).unwrap();
+        assert_eq!(
+            platform.reserved.as_slice(),
+            &[region(0, 0x1000), region(0x4f00_0000, 0x10_0000)]
+        );
+    }
+
+    // ---- Console --------------------------------------------------------------------------
+
+    #[test]
+    fn no_stdout_path_is_no_console() {
+        let mut tree = base();
+        tree.unset("/chosen", "stdout-path");
+        assert_eq!(error_of(&tree), PlatformError::NoConsole);
+        tree.remove("/chosen");
+        assert_eq!(error_of(&tree), PlatformError::NoConsole);
+    }
+
+    #[test]
+    fn stdout_path_may_be_a_path_with_options() {
+        let mut tree = base();
+        tree.set(
+            "/chosen",
+            "stdout-path",
+            text("/soc/serial@7e201000:115200n8"),
+        );
+        assert_eq!(
+            parse_tree(&tree).unwrap().console.region,
+            region(0xfe20_1000, 0x200)
+        );
+        // A component without a unit address matches the node's base name.
+        tree.set("/chosen", "stdout-path", text("/soc/serial"));
+        assert_eq!(
+            parse_tree(&tree).unwrap().console.region,
+            region(0xfe20_1000, 0x200)
+        );
+    }
+
+    #[test]
+    fn stdout_path_to_nowhere_is_console_not_found() {
+        let mut tree = base();
+        tree.set("/chosen", "stdout-path", text("/soc/serial@7e215040"));
+        assert_eq!(error_of(&tree), PlatformError::ConsoleNotFound);
+        tree.set("/chosen", "stdout-path", text("/soc/serial@7e201000/extra"));
+        assert_eq!(error_of(&tree), PlatformError::ConsoleNotFound);
+    }
+
+    #[test]
+    fn stdout_path_with_unknown_alias_is_unknown_alias() {
+        let mut tree = base();
+        tree.set("/chosen", "stdout-path", text("serial1:115200n8"));
+        assert_eq!(error_of(&tree), PlatformError::UnknownAlias);
+        tree.remove("/aliases");
+        tree.set("/chosen", "stdout-path", text("serial0"));
+        assert_eq!(error_of(&tree), PlatformError::UnknownAlias);
+    }
+
+    #[test]
+    fn console_kinds() {
+        let mut tree = base();
+        uart(&mut tree).properties[0].1 = text("brcm,bcm2835-aux-uart");
+        assert_eq!(
+            parse_tree(&tree).unwrap().console.kind,
+            UartKind::Bcm2835Aux
+        );
+        uart(&mut tree).properties[0].1 = text("ns16550a");
+        assert_eq!(error_of(&tree), PlatformError::UnsupportedConsole);
+    }
+
+    #[test]
+    fn console_without_reg_is_missing_register() {
+        let mut tree = base();
+        tree.unset("/soc/serial@7e201000", "reg");
+        assert_eq!(
+            error_of(&tree),
+            PlatformError::MissingRegister {
+                node: "console",
+                index: 0
+            }
+        );
+    }
+
+    #[test]
+    fn reg_of_the_wrong_length_is_bad_property() {
+        let mut tree = base();
+        tree.set(
+            "/soc/serial@7e201000",
+            "reg",
+            cells(&[0x7e20_1000, 0x200, 0]),
+        );
+        assert_eq!(
+            error_of(&tree),
+            PlatformError::BadProperty {
+                node: "console",
+                property: "reg"
+            }
+        );
+    }
+
+    // ---- Address translation ----------------------------------------------------------
+
+    #[test]
+    fn bus_without_ranges_is_not_translatable() {
+        let mut tree = base();
+        tree.unset("/soc", "ranges");
+        assert_eq!(error_of(&tree), PlatformError::NoRanges { node: "console" });
+    }
+
+    #[test]
+    fn empty_ranges_are_the_identity() {
+        let mut tree = base();
+        tree.set("/soc", "ranges", empty());
+        let platform = parse_tree(&tree).unwrap();
+        assert_eq!(platform.console.region, region(0x7e20_1000, 0x200));
+        let Gic::V2 { distributor, .. } = platform.gic else {
+            panic!("not a GICv2")
+        };
+        assert_eq!(distributor, region(0x4004_1000, 0x1000));
+    }
+
+    #[test]
+    fn address_outside_ranges_is_an_error() {
+        let mut tree = base();
+        tree.set("/soc/serial@7e201000", "reg", cells(&[0x7f80_0000, 0x200]));
+        assert_eq!(
+            error_of(&tree),
+            PlatformError::AddressNotInRanges {
+                node: "console",
+                address: 0x7f80_0000
+            }
+        );
+        // Starts inside the range but runs past its end.
+        tree.set("/soc/serial@7e201000", "reg", cells(&[0x7f7f_ff00, 0x200]));
+        assert_eq!(
+            error_of(&tree),
+            PlatformError::AddressNotInRanges {
+                node: "console",
+                address: 0x7f7f_ff00
+            }
+        );
+    }
+
+    #[test]
+    fn nested_buses_translate_at_every_level() {
+        // /soc/bridge maps its 0x1000.. to /soc's 0x7e200000.., which /soc
+        // maps to 0xfe200000..; the bridge uses 2 address cells.
+        let mut tree = base();
+        tree.add(
+            "/soc",
+            TestNode::new("bridge@7e200000")
+                .with("#address-cells", cells(&[2]))
+                .with("#size-cells", cells(&[1]))
+                .with("ranges", cells(&[0, 0x1000, 0x7e20_0000, 0x1_0000]))
+                .child(
+                    TestNode::new("serial@1200")
+                        .with("compatible", text("arm,pl011"))
+                        .with("reg", cells(&[0, 0x1200, 0x100])),
+                ),
+        );
+        tree.set(
+            "/chosen",
+            "stdout-path",
+            text("/soc/bridge@7e200000/serial@1200"),
+        );
+        assert_eq!(
+            parse_tree(&tree).unwrap().console.region,
+            region(0xfe20_0200, 0x100)
+        );
+    }
+
+    #[test]
+    fn three_address_cells_are_unsupported() {
+        let mut tree = base();
+        tree.set("/soc", "#address-cells", cells(&[3]));
+        assert_eq!(
+            error_of(&tree),
+            PlatformError::BadProperty {
+                node: "console",
+                property: "#address-cells"
+            }
+        );
+    }
+
+    // ---- Interrupt controller --------------------------------------------------------------
+
+    #[test]
+    fn no_interrupt_controller_is_reported() {
+        let mut tree = base();
+        tree.remove(GIC);
+        assert_eq!(error_of(&tree), PlatformError::NoInterruptController);
+    }
+
+    #[test]
+    fn only_other_interrupt_controllers_is_unsupported() {
+        let mut tree = base();
+        tree.set(GIC, "compatible", text("brcm,bcm2836-l1-intc"));
+        assert_eq!(
+            error_of(&tree),
+            PlatformError::UnsupportedInterruptController
+        );
+        // A disabled GIC does not count either.
+        tree.set(GIC, "compatible", text("arm,gic-400"));
+        tree.set(GIC, "status", text("disabled"));
+        assert_eq!(
+            error_of(&tree),
+            PlatformError::UnsupportedInterruptController
+        );
+        tree.set(GIC, "status", text("okay"));
+        assert!(parse_tree(&tree).is_ok());
+    }
+
+    #[test]
+    fn the_gic_is_chosen_among_several_controllers() {
+        // Like the Pi: the ARM local controller comes first in /soc.
+        let mut tree = base();
+        let soc = tree.at("/soc");
+        soc.children.insert(
+            0,
+            TestNode::new("local_intc@40000000")
+                .with("compatible", text("brcm,bcm2836-l1-intc"))
+                .with("interrupt-controller", empty())
+                .with("#interrupt-cells", cells(&[2]))
+                .with("reg", cells(&[0x4000_0000, 0x100])),
+        );
+        let platform = parse_tree(&tree).unwrap();
+        assert_eq!(platform.gic.version(), 2);
+        let Gic::V2 { distributor, .. } = platform.gic else {
+            panic!("not a GICv2")
+        };
+        assert_eq!(distributor, region(0xff84_1000, 0x1000));
+    }
+
+    #[test]
+    fn gicv2_needs_distributor_and_cpu_interface() {
+        let mut tree = base();
+        tree.set(GIC, "reg", cells(&[0x4004_1000, 0x1000]));
+        assert_eq!(
+            error_of(&tree),
+            PlatformError::MissingRegister {
+                node: "gic",
+                index: 1
+            }
+        );
+        tree.unset(GIC, "reg");
+        assert_eq!(
+            error_of(&tree),
+            PlatformError::MissingRegister {
+                node: "gic",
+                index: 0
+            }
+        );
+    }
+
+    #[test]
+    fn gicv2_without_virtualization_extensions() {
+        let mut tree = base();
+        tree.set(
+            GIC,
+            "reg",
+            cells(&[0x4004_1000, 0x1000, 0x4004_2000, 0x2000]),
+        );
+        tree.unset(GIC, "interrupts");
+        let platform = parse_tree(&tree).unwrap();
+        assert_eq!(
+            platform.gic,
+            Gic::V2 {
+                distributor: region(0xff84_1000, 0x1000),
+                cpu_interface: region(0xff84_2000, 0x2000),
+                hyp_interface: None,
+                virtual_cpu_interface: None,
+                maintenance_interrupt: None,
+            }
+        );
+        assert_eq!(platform.gic.maintenance_interrupt(), None);
+    }
+
+    #[test]
+    fn gicv3_with_two_redistributor_regions() {
+        let mut tree = base();
+        tree.set(GIC, "compatible", text("arm,gic-v3"));
+        tree.set(GIC, "#redistributor-regions", cells(&[2]));
+        tree.set(
+            GIC,
+            "reg",
+            cells(&[
+                0x4000_0000,
+                0x1_0000,
+                0x4010_0000,
+                0x4_0000,
+                0x4020_0000,
+                0x4_0000,
+            ]),
+        );
+        let platform = parse_tree(&tree).unwrap();
+        let Gic::V3 {
+            distributor,
+            redistributors,
+            maintenance_interrupt,
+        } = &platform.gic
+        else {
+            panic!("not a GICv3: {:?}", platform.gic);
+        };
+        assert_eq!(*distributor, region(0xff80_0000, 0x1_0000));
+        assert_eq!(
+            redistributors.as_slice(),
+            &[region(0xff90_0000, 0x4_0000), region(0xffa0_0000, 0x4_0000)]
+        );
+        assert_eq!(*maintenance_interrupt, Some(25));
+        assert_eq!(platform.gic.version(), 3);
+
+        tree.set(GIC, "#redistributor-regions", cells(&[3]));
+        assert_eq!(
+            error_of(&tree),
+            PlatformError::MissingRegister {
+                node: "gic",
+                index: 3
+            }
+        );
+        tree.set(GIC, "#redistributor-regions", cells(&[5]));
+        let reg: StdVec<u32> = (0..6)
+            .flat_map(|i| [0x4000_0000 + i * 0x10_0000, 0x1000])
+            .collect();
+        tree.set(GIC, "reg", cells(&reg));
+        assert_eq!(
+            error_of(&tree),
+            PlatformError::TooManyRegions {
+                node: "gic",
+                limit: MAX_REDISTRIBUTOR_REGIONS
+            }
+        );
+    }
+
+    #[test]
+    fn gic_interrupt_cells_must_hold_type_and_number() {
+        let mut tree = base();
+        tree.set(GIC, "#interrupt-cells", cells(&[1]));
+        assert_eq!(
+            error_of(&tree),
+            PlatformError::BadProperty {
+                node: "gic",
+                property: "#interrupt-cells"
+            }
+        );
+    }
+
+    // ---- Timer -----------------------------------------------------------------------------
+
+    #[test]
+    fn no_timer_is_reported() {
+        let mut tree = base();
+        tree.remove("/timer");
+        assert_eq!(error_of(&tree), PlatformError::NoTimer);
+        let mut tree = base();
+        tree.set("/timer", "status", text("disabled"));
+        assert_eq!(error_of(&tree), PlatformError::NoTimer);
+    }
+
+    #[test]
+    fn armv7_timer_is_accepted() {
+        let mut tree = base();
+        tree.set("/timer", "compatible", text("arm,armv7-timer"));
+        assert_eq!(parse_tree(&tree).unwrap().timer.virtual_timer, 27);
+    }
+
+    #[test]
+    fn timer_with_three_interrupts_is_missing_one() {
+        let mut tree = base();
+        tree.set(
+            "/timer",
+            "interrupts",
+            cells(&[1, 13, 8, 1, 14, 8, 1, 11, 8]),
+        );
+        assert_eq!(
+            error_of(&tree),
+            PlatformError::MissingInterrupt {
+                node: "timer",
+                index: 3
+            }
+        );
+    }
+
+    #[test]
+    fn timer_interrupt_that_is_no_ppi_or_spi_is_bad() {
+        let mut tree = base();
+        tree.set(
+            "/timer",
+            "interrupts",
+            cells(&[1, 13, 8, 1, 16, 8, 1, 11, 8, 1, 10, 8]),
+        );
+        assert_eq!(
+            error_of(&tree),
+            PlatformError::BadInterrupt {
+                node: "timer",
+                index: 1
+            }
+        );
+        tree.set(
+            "/timer",
+            "interrupts",
+            cells(&[1, 13, 8, 1, 14, 8, 2, 11, 8, 1, 10, 8]),
+        );
+        assert_eq!(
+            error_of(&tree),
+            PlatformError::BadInterrupt {
+                node: "timer",
+                index: 2
+            }
+        );
+        // An SPI is decoded as 32 + n (odd for a timer, but well-formed).
+        tree.set(
+            "/timer",
+            "interrupts",
+            cells(&[0, 3, 4, 1, 14, 8, 1, 11, 8, 1, 10, 8]),
+        );
+        assert_eq!(parse_tree(&tree).unwrap().timer.secure_physical, 35);
+    }
+
+    #[test]
+    fn timer_routed_elsewhere_is_not_on_the_gic() {
+        let mut tree = base();
+        tree.set("/timer", "interrupt-parent", cells(&[7]));
+        assert_eq!(error_of(&tree), PlatformError::TimerNotOnGic);
+        // No interrupt-parent anywhere on the way up.
+        let mut tree = base();
+        tree.unset("/", "interrupt-parent");
+        assert_eq!(error_of(&tree), PlatformError::TimerNotOnGic);
+        // Its own interrupt-parent naming the GIC is enough.
+        tree.set("/timer", "interrupt-parent", cells(&[1]));
+        assert!(parse_tree(&tree).is_ok());
+    }
+
+    // ---- CPUs and PSCI ---------------------------------------------------------------------
+
+    #[test]
+    fn no_cpu_nodes_is_no_cpus() {
+        let mut tree = base();
+        tree.remove("/cpus/cpu@0").remove("/cpus/cpu@1");
+        assert_eq!(error_of(&tree), PlatformError::NoCpus);
+        tree.remove("/cpus");
+        assert_eq!(error_of(&tree), PlatformError::NoCpus);
+    }
+
+    #[test]
+    fn cpus_beyond_max_cpus_are_truncated() {
+        let mut tree = base();
+        for mpidr in 2..10 {
+            tree.add(
+                "/cpus",
+                TestNode::new(&format!("cpu@{mpidr}"))
+                    .with("device_type", text("cpu"))
+                    .with("reg", cells(&[mpidr])),
+            );
+        }
+        let platform = parse_tree(&tree).unwrap();
+        assert!(platform.cpus_truncated);
+        assert_eq!(platform.cpus.len(), MAX_CPUS);
+        let mpidrs: StdVec<u64> = platform.cpus.iter().map(|cpu| cpu.mpidr).collect();
+        assert_eq!(mpidrs, [0, 1, 2, 3, 4, 5, 6, 7]);
+        assert_eq!(platform.cpus[7].enable_method, EnableMethod::None);
+    }
+
+    #[test]
+    fn spin_table_cpus_with_two_cell_mpidrs() {
+        let mut tree = base();
+        tree.set("/cpus", "#address-cells", cells(&[2]));
+        tree.set("/cpus/cpu@0", "reg", cells(&[0, 0]));
+        tree.set("/cpus/cpu@1", "reg", cells(&[0x1, 0x0000_0100]));
+        for cpu in ["/cpus/cpu@0", "/cpus/cpu@1"] {
+            tree.set(cpu, "enable-method", text("spin-table"));
+        }
+        tree.set("/cpus/cpu@0", "cpu-release-addr", cells(&[0, 0xd8]));
+        tree.set("/cpus/cpu@1", "cpu-release-addr", cells(&[0x1, 0xe0]));
+        let platform = parse_tree(&tree).unwrap();
+        assert_eq!(
+            platform.cpus.as_slice(),
+            &[
+                Cpu {
+                    mpidr: 0,
+                    enable_method: EnableMethod::SpinTable {
+                        release_address: 0xd8
+                    }
+                },
+                Cpu {
+                    mpidr: 0x1_0000_0100,
+                    enable_method: EnableMethod::SpinTable {
+                        release_address: 0x1_0000_00e0
+                    },
+                },
+            ]
+        );
+    }
+
+    #[test]
+    fn spin_table_without_release_address_is_an_error() {
+        let mut tree = base();
+        tree.set("/cpus/cpu@1", "enable-method", text("spin-table"));
+        assert_eq!(
+            error_of(&tree),
+            PlatformError::MissingReleaseAddress { mpidr: 1 }
+        );
+        // One cell is not the 64-bit address the binding asks for.
+        tree.set("/cpus/cpu@1", "cpu-release-addr", cells(&[0xe0]));
+        assert_eq!(
+            error_of(&tree),
+            PlatformError::MissingReleaseAddress { mpidr: 1 }
+        );
+    }
+
+    #[test]
+    fn unknown_enable_method_is_none() {
+        let mut tree = base();
+        tree.set("/cpus/cpu@1", "enable-method", text("brcm,bcm2836-smp"));
+        assert_eq!(
+            parse_tree(&tree).unwrap().cpus[1].enable_method,
+            EnableMethod::None
+        );
+    }
+
+    #[test]
+    fn cpu_without_reg_is_missing_register() {
+        let mut tree = base();
+        tree.unset("/cpus/cpu@1", "reg");
+        assert_eq!(
+            error_of(&tree),
+            PlatformError::MissingRegister {
+                node: "cpu",
+                index: 0
+            }
+        );
+    }
+
+    #[test]
+    fn psci_method() {
+        let mut tree = base();
+        tree.set("/psci", "method", text("smc"));
+        assert_eq!(parse_tree(&tree).unwrap().psci, Some(PsciConduit::Smc));
+        tree.set("/psci", "method", text("svc"));
+        assert_eq!(error_of(&tree), PlatformError::BadPsciMethod);
+        tree.unset("/psci", "method");
+        assert_eq!(error_of(&tree), PlatformError::BadPsciMethod);
+        tree.remove("/psci");
+        assert_eq!(parse_tree(&tree).unwrap().psci, None);
+    }
+
+    // ---- Strings ------------------------------------------------------------------------------
+
+    #[test]
+    fn long_model_and_bootargs_are_cut_not_refused() {
+        let mut tree = base();
+        let bootargs: StdString = (0..300)
+            .map(|i| char::from(b"abcdefghijklmnopqrstuvwxyz"[i % 26]))
+            .collect();
+        tree.set("/chosen", "bootargs", text(&bootargs));
+        // 63 ASCII bytes then a 2-byte character: it does not fit in 64.
+        let model = format!("{}é and more", "m".repeat(63));
+        tree.set("/", "model", text(&model));
+        let platform = parse_tree(&tree).unwrap();
+        assert_eq!(platform.bootargs.as_str(), &bootargs[..256]);
+        assert_eq!(platform.model.as_str(), "m".repeat(63));
+    }
+
+    #[test]
+    fn missing_model_and_bootargs_are_empty() {
+        let mut tree = base();
+        tree.unset("/", "model").unset("/chosen", "bootargs");
+        let platform = parse_tree(&tree).unwrap();
+        assert_eq!(platform.model.as_str(), "");
+        assert_eq!(platform.bootargs.as_str(), "");
+    }
+
+    #[test]
+    fn errors_read_as_sentences() {
+        assert_eq!(
+            format!(
+                "{}",
+                PlatformError::MissingRegister {
+                    node: "gic",
+                    index: 1
+                }
+            ),
+            "the gic node has no reg entry 1"
+        );
+        assert_eq!(
+            format!(
+                "{}",
+                PlatformError::AddressNotInRanges {
+                    node: "console",
+                    address: 0x7f80_0000
+                }
+            ),
+            "bus address 0x7f800000 of the console node lies outside its bus's ranges"
+        );
+        assert_eq!(
+            format!("{}", PlatformError::NoConsole),
+            "/chosen has no stdout-path"
+        );
+        assert_eq!(
+            format!("{}", PlatformError::BadStructure { offset: 0x10 }),
+            "the device tree's structure block is malformed at byte 0x10"
+        );
+    }
+}

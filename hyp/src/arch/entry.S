@@ -1,7 +1,7 @@
 // Boot entry, secondary-core entry and the EL2 exception vectors.
 //
 // Assembled through `global_asm!` in arch/mod.rs, which supplies the
-// constants used here ({STACK_SIZE}, {SECONDARY_*}, {FRAME_*}) from the Rust
+// constants used here (stack size, structure offsets) from the Rust
 // definitions, so no offset is kept in sync by hand.
 //
 // Register use on entry (Linux arm64 boot protocol, which QEMU and the

@@ -82,7 +82,7 @@ unsafe extern "C" {
 
 /// Physical address of `secondary_entry`, for PSCI `CPU_ON` and the spin table.
 pub fn secondary_entry_address() -> u64 {
-    secondary_entry as usize as u64
+    secondary_entry as *const () as u64
 }
 
 /// The physical extent of the image, split by permission.

@@ -7,7 +7,7 @@
 
 use aarch64_cpu::asm::barrier;
 use aarch64_cpu::registers::{
-    CNTFRQ_EL0, CNTPCT_EL0, CPTR_EL2, CurrentEL, HCR_EL2, ID_AA64MMFR0_EL1, MAIR_EL2, MPIDR_EL1,
+    CPTR_EL2, HCR_EL2, ID_AA64MMFR0_EL1, MAIR_EL2, MPIDR_EL1,
     Readable, SCTLR_EL2, TCR_EL2, TPIDR_EL2, TTBR0_EL2, VBAR_EL2, Writeable,
 };
 use core::arch::asm;
@@ -17,25 +17,9 @@ pub fn mpidr() -> u64 {
     MPIDR_EL1.get() & 0xff_00ff_ffff
 }
 
-/// The exception level this code runs at.
-pub fn current_el() -> u64 {
-    CurrentEL.get() >> 2
-}
-
 /// `ID_AA64MMFR0_EL1.PARange`: the physical address size the core supports.
 pub fn physical_address_range() -> u64 {
     ID_AA64MMFR0_EL1.get() & 0xf
-}
-
-/// `CNTFRQ_EL0`: the system counter's frequency in Hz.
-pub fn counter_frequency() -> u64 {
-    CNTFRQ_EL0.get()
-}
-
-/// `CNTPCT_EL0`: the physical count, ordered after earlier instructions.
-pub fn counter() -> u64 {
-    barrier::isb(barrier::SY);
-    CNTPCT_EL0.get()
 }
 
 /// The logical number of this core (0 = the boot core), kept in `TPIDR_EL2`.

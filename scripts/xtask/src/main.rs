@@ -5,6 +5,10 @@
 //! for host and target, and the system tests that boot images in QEMU and
 //! read the console). `scripts/run` and `scripts/test` call it after
 //! `scripts/setup`.
+#![allow(
+    unreachable_pub,
+    reason = "a binary: `pub` marks each module's interface to the rest of the tool"
+)]
 
 mod image;
 mod qemu;

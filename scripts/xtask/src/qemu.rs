@@ -62,6 +62,9 @@ impl Machine {
             cores.to_string(),
             "-m".into(),
             "1G".into(),
+            // No default network card (it wants a boot ROM and is unused).
+            "-nic".into(),
+            "none".into(),
         ];
         Machine {
             board: "qemu-virt".into(),
