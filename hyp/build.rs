@@ -11,8 +11,14 @@ fn main() {
     println!("cargo:rerun-if-changed=src/arch/link.ld.in");
     let name = env::var("HYP_BOARD").unwrap_or_else(|_| "qemu-virt".to_owned());
     let Some(board) = board_configs::find(&name) else {
-        let known: Vec<&str> = board_configs::BOARDS.iter().map(|board| board.name).collect();
-        eprintln!("error: HYP_BOARD={name} is not a known board; known boards: {}", known.join(", "));
+        let known: Vec<&str> = board_configs::BOARDS
+            .iter()
+            .map(|board| board.name)
+            .collect();
+        eprintln!(
+            "error: HYP_BOARD={name} is not a known board; known boards: {}",
+            known.join(", ")
+        );
         std::process::exit(1);
     };
     println!("cargo:rustc-env=HYP_BOARD={}", board.name);
@@ -31,7 +37,10 @@ fn main() {
     };
     let script = template
         .replace("@LOAD_ADDRESS@", &format!("{:#x}", board.load_address))
-        .replace("@TEXT_OFFSET@", &format!("{:#x}", board.load_address - board.ram_base));
+        .replace(
+            "@TEXT_OFFSET@",
+            &format!("{:#x}", board.load_address - board.ram_base),
+        );
     let out = PathBuf::from(env::var("OUT_DIR").unwrap_or_else(|_| ".".to_owned()));
     let path = out.join("link.ld");
     if let Err(error) = fs::write(&path, script) {

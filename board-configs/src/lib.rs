@@ -83,7 +83,10 @@ pub const RPI4: Board = Board {
     load_address: 0x8_0000,
     ram_base: 0,
     console: ConsoleChoice::StdoutPath,
-    firmware_reserved: &[Range { base: 0, size: 0x1000 }],
+    firmware_reserved: &[Range {
+        base: 0,
+        size: 0x1000,
+    }],
     hyp_reserved_bytes: 0,
     // The mini-UART is the console on the GPIO header (config.txt
     // `enable_uart=1`) and QEMU raspi4b's second serial port.

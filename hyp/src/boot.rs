@@ -42,8 +42,14 @@ static CORES_TICKED: AtomicUsize = AtomicUsize::new(0);
 
 pub(crate) fn early_uart() -> ConsoleUart {
     match BOARD.early_uart {
-        EarlyUart::Pl011(base) => ConsoleUart { kind: UartKind::Pl011, base },
-        EarlyUart::Bcm2835Aux(base) => ConsoleUart { kind: UartKind::Bcm2835Aux, base },
+        EarlyUart::Pl011(base) => ConsoleUart {
+            kind: UartKind::Pl011,
+            base,
+        },
+        EarlyUart::Bcm2835Aux(base) => ConsoleUart {
+            kind: UartKind::Bcm2835Aux,
+            base,
+        },
     }
 }
 
@@ -61,10 +67,12 @@ fn early_print(uart: ConsoleUart, arguments: fmt::Arguments<'_>) {
 /// `address` is what the boot loader passed in `x0`: by the boot protocol,
 /// a device tree in RAM that nothing else writes while the kernel boots.
 unsafe fn device_tree(address: u64) -> Result<&'static [u8], &'static str> {
-    if address == 0 || address % 8 != 0 {
+    if address == 0 || !address.is_multiple_of(8) {
         return Err("no device tree: x0 is 0 or not 8-byte aligned");
     }
-    let Ok(pointer) = usize::try_from(address) else { return Err("address out of range") };
+    let Ok(pointer) = usize::try_from(address) else {
+        return Err("address out of range");
+    };
     // SAFETY: the caller's contract: the header (40 bytes) is in RAM.
     let header = unsafe { core::slice::from_raw_parts(pointer as *const u8, 40) };
     let size = platform::total_size(header).ok_or("no device tree: bad magic at x0")?;
@@ -81,15 +89,15 @@ unsafe fn device_tree(address: u64) -> Result<&'static [u8], &'static str> {
 /// # Safety
 /// Called once per core, with the core's own index, MMU on.
 unsafe fn set_up_this_core(index: usize) {
-    // SAFETY: the caller's contract gives a unique index; the vector table
-    // is entry.S's, mapped executable; IRQs stay masked until the GIC is
+    // SAFETY: the caller's contract gives a unique index.
+    unsafe { registers::set_core_index(index) };
+    // SAFETY: the vector table is entry.S's, mapped executable.
+    unsafe { registers::set_vector_table(arch::vector_table_address()) };
+    // SAFETY: no traps are enabled, so no handler is needed.
+    unsafe { registers::set_architectural_feature_traps(registers::CPTR_EL2_NO_TRAPS) };
+    // SAFETY: the vectors are installed; IRQs stay masked until the GIC is
     // ready, so routing them to EL2 now is safe.
-    unsafe {
-        registers::set_core_index(index);
-        registers::set_vector_table(arch::vector_table_address());
-        registers::set_architectural_feature_traps(registers::CPTR_EL2_NO_TRAPS);
-        registers::set_hypervisor_configuration(registers::HCR_EL2_HOST);
-    }
+    unsafe { registers::set_hypervisor_configuration(registers::HCR_EL2_HOST) };
 }
 
 /// The boot core's Rust entry, from entry.S at EL2 with the MMU off.
@@ -103,18 +111,29 @@ extern "C" fn boot_primary(device_tree_address: u64) -> ! {
     let blob = match unsafe { device_tree(device_tree_address) } {
         Ok(blob) => blob,
         Err(problem) => {
-            early_print(early, format_args!("hyp: {problem} (x0 = {device_tree_address:#x})\n"));
+            early_print(
+                early,
+                format_args!("hyp: {problem} (x0 = {device_tree_address:#x})\n"),
+            );
             arch::park();
         }
     };
     let platform = match platform::parse(blob) {
         Ok(platform) => platform,
         Err(error) => {
-            early_print(early, format_args!("hyp: cannot use the device tree at {device_tree_address:#x}: {error}\n"));
+            early_print(
+                early,
+                format_args!(
+                    "hyp: cannot use the device tree at {device_tree_address:#x}: {error}\n"
+                ),
+            );
             arch::park();
         }
     };
-    let uart = ConsoleUart { kind: platform.console.kind, base: platform.console.region.base };
+    let uart = ConsoleUart {
+        kind: platform.console.kind,
+        base: platform.console.region.base,
+    };
 
     // SAFETY: boot core, MMU off, nothing else runs yet.
     let translation = match unsafe { mmu::build(&platform) } {
@@ -165,7 +184,10 @@ extern "C" fn boot_at_wrong_level(device_tree_address: u64, level: u64) -> ! {
     let uart = unsafe { device_tree(device_tree_address) }
         .ok()
         .and_then(|blob| platform::parse(blob).ok())
-        .map(|platform| ConsoleUart { kind: platform.console.kind, base: platform.console.region.base })
+        .map(|platform| ConsoleUart {
+            kind: platform.console.kind,
+            base: platform.console.region.base,
+        })
         .unwrap_or_else(early_uart);
     early_print(
         uart,
@@ -223,7 +245,13 @@ fn print_banner(platform: &Platform, device_tree_size: usize) {
         device_tree_size
     );
     match &platform.gic {
-        Gic::V2 { distributor, cpu_interface, hyp_interface, virtual_cpu_interface, maintenance_interrupt } => {
+        Gic::V2 {
+            distributor,
+            cpu_interface,
+            hyp_interface,
+            virtual_cpu_interface,
+            maintenance_interrupt,
+        } => {
             println!(
                 "hyp: GICv2: distributor {:#x}, CPU interface {:#x}, virtualization: GICH {}, GICV {}, maintenance INTID {}",
                 distributor.base,
@@ -233,11 +261,18 @@ fn print_banner(platform: &Platform, device_tree_size: usize) {
                 OptionalNumber(*maintenance_interrupt),
             );
         }
-        Gic::V3 { distributor, redistributors, maintenance_interrupt } => {
+        Gic::V3 {
+            distributor,
+            redistributors,
+            maintenance_interrupt,
+        } => {
             println!(
                 "hyp: GICv3: distributor {:#x}, redistributors {:#x} ({} region(s)), maintenance INTID {}",
                 distributor.base,
-                redistributors.first().map(|region| region.base).unwrap_or(0),
+                redistributors
+                    .first()
+                    .map(|region| region.base)
+                    .unwrap_or(0),
                 redistributors.len(),
                 OptionalNumber(*maintenance_interrupt),
             );
@@ -254,7 +289,11 @@ fn print_banner(platform: &Platform, device_tree_size: usize) {
     println!(
         "hyp: {} CPU(s) in the device tree{}; PSCI: {}",
         platform.cpus.len(),
-        if platform.cpus_truncated { " (more ignored: hyp supports 8)" } else { "" },
+        if platform.cpus_truncated {
+            " (more ignored: hyp supports 8)"
+        } else {
+            ""
+        },
         match platform.psci {
             Some(platform::PsciConduit::Smc) => "smc",
             Some(platform::PsciConduit::Hvc) => "hvc",
@@ -297,7 +336,10 @@ fn tick_and_report(index: usize) {
         registers::wait_for_interrupt();
     }
     interrupts::stop_tick();
-    println!("hyp: core {index} took {} timer interrupts", interrupts::ticks(index));
+    println!(
+        "hyp: core {index} took {} timer interrupts",
+        interrupts::ticks(index)
+    );
     CORES_TICKED.fetch_add(1, Ordering::AcqRel);
 }
 

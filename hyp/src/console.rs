@@ -35,7 +35,9 @@ impl ConsoleUart {
     /// memory), and no other code programs the UART's registers (only the
     /// transmit data register is shared, which interleaves bytes at worst).
     pub unsafe fn write_fmt(self, arguments: fmt::Arguments<'_>) {
-        let Ok(base) = usize::try_from(self.base) else { return };
+        let Ok(base) = usize::try_from(self.base) else {
+            return;
+        };
         // The drivers' constructors only record the address; the caller
         // guarantees it is the UART's. Errors from `write_fmt` mean a
         // formatting impl failed: there is nowhere better to report that.

@@ -60,7 +60,11 @@ impl From<GicError> for InterruptError {
 /// Sets up the GIC on the boot core (distributor and the core's own part).
 pub fn init(platform: &Platform) -> Result<(), InterruptError> {
     let gic = match &platform.gic {
-        platform::Gic::V2 { distributor, cpu_interface, .. } => {
+        platform::Gic::V2 {
+            distributor,
+            cpu_interface,
+            ..
+        } => {
             let distributor = address(*distributor).map_err(InterruptError::DeviceTree)?;
             let cpu_interface = address(*cpu_interface).map_err(InterruptError::DeviceTree)?;
             // SAFETY: both frames come from the device tree and are mapped
@@ -68,10 +72,14 @@ pub fn init(platform: &Platform) -> Result<(), InterruptError> {
             // is their only user.
             Gic::V2(unsafe { GicV2::new(distributor, cpu_interface) })
         }
-        platform::Gic::V3 { distributor, redistributors, .. } => {
-            let region = redistributors
-                .first()
-                .ok_or(InterruptError::DeviceTree("the GICv3 node lists no redistributor region"))?;
+        platform::Gic::V3 {
+            distributor,
+            redistributors,
+            ..
+        } => {
+            let region = redistributors.first().ok_or(InterruptError::DeviceTree(
+                "the GICv3 node lists no redistributor region",
+            ))?;
             let distributor = address(*distributor).map_err(InterruptError::DeviceTree)?;
             let redistributor_base = address(*region).map_err(InterruptError::DeviceTree)?;
             let size = usize::try_from(region.size)
@@ -107,12 +115,10 @@ pub fn start_tick(period_us: u64) {
     let frequency = unsafe { timer::frequency() };
     let interval = generic_timer::ticks_for(frequency, period_us);
     TICK_INTERVAL.store(interval, Ordering::Release);
-    // SAFETY: EL2; this core's EL2 timer belongs to this code alone. The
-    // vectors and the GIC are set up, so unmasking IRQs is safe.
-    unsafe {
-        timer::hyp_timer_arm_in(interval);
-        registers::enable_irqs();
-    }
+    // SAFETY: EL2; this core's EL2 timer belongs to this code alone.
+    unsafe { timer::hyp_timer_arm_in(interval) };
+    // SAFETY: the vectors and the GIC are set up, so an IRQ is handled.
+    unsafe { registers::enable_irqs() };
 }
 
 /// Stops this core's tick (IRQs stay unmasked).
@@ -123,7 +129,9 @@ pub fn stop_tick() {
 
 /// Timer interrupts core `index` has taken.
 pub fn ticks(index: usize) -> u64 {
-    TICKS.get(index).map_or(0, |ticks| ticks.load(Ordering::Acquire))
+    TICKS
+        .get(index)
+        .map_or(0, |ticks| ticks.load(Ordering::Acquire))
 }
 
 /// Handles every pending IRQ on this core (called from the IRQ vector).
@@ -139,13 +147,12 @@ pub fn handle_irq() {
             // Re-arm relative to now: a late interrupt does not cause a
             // burst of catch-up ticks.
             let interval = TICK_INTERVAL.load(Ordering::Acquire);
-            // SAFETY: EL2, owner of this core's EL2 timer.
-            unsafe {
-                if interval == 0 {
-                    timer::hyp_timer_disable();
-                } else {
-                    timer::hyp_timer_arm_in(interval);
-                }
+            if interval == 0 {
+                // SAFETY: EL2, owner of this core's EL2 timer.
+                unsafe { timer::hyp_timer_disable() };
+            } else {
+                // SAFETY: EL2, owner of this core's EL2 timer.
+                unsafe { timer::hyp_timer_arm_in(interval) };
             }
         } else {
             println!("hyp: core {core}: unexpected interrupt INTID {intid}; disabling it");

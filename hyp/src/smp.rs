@@ -26,8 +26,10 @@ pub fn report_online() {
 
 /// A point on the system counter `microseconds` from now.
 pub fn deadline_in(microseconds: u64) -> u64 {
-    // SAFETY: reading the counter and its frequency at EL2.
-    let (now, frequency) = unsafe { (generic_timer::counter(), generic_timer::frequency()) };
+    // SAFETY: reading the counter at EL2.
+    let now = unsafe { generic_timer::counter() };
+    // SAFETY: reading the counter's frequency at EL2.
+    let frequency = unsafe { generic_timer::frequency() };
     now.saturating_add(generic_timer::ticks_for(frequency, microseconds))
 }
 
@@ -52,15 +54,18 @@ pub fn start_secondary_cores(platform: &Platform, translation: TranslationRegist
     };
     boot.mpidrs[0] = own;
     let mut order = [None; MAX_CORES];
-    for cpu in platform.cpus.iter().filter(|cpu| cpu.mpidr != own) {
-        let index = boot.cores as usize;
-        if index >= MAX_CORES {
-            break;
-        }
-        boot.mpidrs[index] = cpu.mpidr;
-        order[index] = Some(*cpu);
-        boot.cores += 1;
+    let mut cores = 1;
+    for cpu in platform
+        .cpus
+        .iter()
+        .filter(|cpu| cpu.mpidr != own)
+        .take(MAX_CORES - 1)
+    {
+        boot.mpidrs[cores] = cpu.mpidr;
+        order[cores] = Some(*cpu);
+        cores += 1;
     }
+    boot.cores = cores as u64;
     if !platform.cpus.iter().any(|cpu| cpu.mpidr == own) {
         println!("hyp: the boot core (MPIDR {own:#x}) is not in the device tree's /cpus");
     }
@@ -81,7 +86,10 @@ pub fn start_secondary_cores(platform: &Platform, translation: TranslationRegist
         match result {
             Ok(()) => started += 1,
             Err(problem) => {
-                println!("hyp: core {index} (MPIDR {:#x}) not started: {problem}", cpu.mpidr)
+                println!(
+                    "hyp: core {index} (MPIDR {:#x}) not started: {problem}",
+                    cpu.mpidr
+                )
             }
         }
     }
@@ -117,7 +125,7 @@ fn start_with_spin_table(
     });
     let image = arch::image_layout();
     let in_image = release_address < image.end && release_address.saturating_add(8) > image.start;
-    if release_address % 8 != 0 || !in_ram || in_image {
+    if !release_address.is_multiple_of(8) || !in_ram || in_image {
         return Err("cpu-release-addr is not an aligned RAM address outside hyp");
     }
     let Ok(address) = usize::try_from(release_address) else {
@@ -143,7 +151,10 @@ pub fn wait_for_cores(started: usize, timeout_us: u64) -> usize {
     }
     let online = SECONDARIES_ONLINE.load(Ordering::Acquire);
     if online < started {
-        println!("hyp: {} started core(s) did not come online", started - online);
+        println!(
+            "hyp: {} started core(s) did not come online",
+            started - online
+        );
     }
     online + 1
 }

@@ -156,7 +156,10 @@ mod tests {
         fn new() -> Self {
             let words: Box<[u32]> = std::vec![0u32; size_of::<Registers>() / 4].into_boxed_slice();
             let len = words.len();
-            let block = Self { words: Box::into_raw(words).cast::<u32>(), len };
+            let block = Self {
+                words: Box::into_raw(words).cast::<u32>(),
+                len,
+            };
             block.write(LSR_OFFSET, LSR_TX_EMPTY_AND_IDLE);
             block
         }
@@ -200,7 +203,11 @@ mod tests {
         // `MiniUart` alone.
         let _uart = unsafe { MiniUart::new(block.base()) };
         for offset in (0..size_of::<Registers>()).step_by(4) {
-            let expected = if offset == LSR_OFFSET { LSR_TX_EMPTY_AND_IDLE } else { 0 };
+            let expected = if offset == LSR_OFFSET {
+                LSR_TX_EMPTY_AND_IDLE
+            } else {
+                0
+            };
             assert_eq!(block.read(offset), expected, "offset {offset:#x}");
         }
     }

@@ -49,9 +49,7 @@ pub fn microseconds(ticks: u64, frequency_hz: u64) -> u64 {
 }
 
 #[cfg(target_arch = "aarch64")]
-pub use registers::{
-    counter, frequency, hyp_timer_arm_in, hyp_timer_disable, hyp_timer_pending,
-};
+pub use registers::{counter, frequency, hyp_timer_arm_in, hyp_timer_disable, hyp_timer_pending};
 
 #[cfg(target_arch = "aarch64")]
 mod registers {

@@ -18,7 +18,10 @@ impl FakeBlock {
     pub(crate) fn new(size: usize) -> Self {
         let words: Box<[u64]> = std::vec![0u64; size.div_ceil(8)].into_boxed_slice();
         let len = words.len();
-        Self { words: Box::into_raw(words).cast::<u64>(), len }
+        Self {
+            words: Box::into_raw(words).cast::<u64>(),
+            len,
+        }
     }
 
     pub(crate) fn base(&self) -> usize {
@@ -30,8 +33,14 @@ impl FakeBlock {
     }
 
     fn at<T>(&self, offset: usize) -> *mut T {
-        assert!(offset.is_multiple_of(size_of::<T>()), "misaligned offset {offset:#x}");
-        assert!(offset + size_of::<T>() <= self.size(), "offset {offset:#x} out of the block");
+        assert!(
+            offset.is_multiple_of(size_of::<T>()),
+            "misaligned offset {offset:#x}"
+        );
+        assert!(
+            offset + size_of::<T>() <= self.size(),
+            "offset {offset:#x} out of the block"
+        );
         self.words.cast::<u8>().wrapping_add(offset).cast::<T>()
     }
 

@@ -107,14 +107,23 @@ impl fmt::Display for GicError {
                 write!(formatter, "INTID {intid} is out of range (limit {limit})")
             }
             Self::RedistributorNotFound { affinity } => {
-                write!(formatter, "no GICv3 redistributor for affinity {affinity:#010x}")
+                write!(
+                    formatter,
+                    "no GICv3 redistributor for affinity {affinity:#010x}"
+                )
             }
             Self::RedistributorAsleep { affinity } => {
-                write!(formatter, "GICv3 redistributor {affinity:#010x} did not wake up")
+                write!(
+                    formatter,
+                    "GICv3 redistributor {affinity:#010x} did not wake up"
+                )
             }
             Self::WritePending => write!(formatter, "GIC register write did not complete"),
             Self::TargetOutOfRange { mpidr } => {
-                write!(formatter, "SGI target MPIDR {mpidr:#x} needs the range selector")
+                write!(
+                    formatter,
+                    "SGI target MPIDR {mpidr:#x} needs the range selector"
+                )
             }
             Self::WrongVersion => write!(formatter, "per-core state of the other GIC version"),
         }
@@ -146,7 +155,11 @@ impl Acknowledged {
         } else {
             None
         };
-        Some(Self { raw, intid, sgi_source })
+        Some(Self {
+            raw,
+            intid,
+            sgi_source,
+        })
     }
 
     /// Decodes a GICv3 `ICC_IAR1_EL1` value: INTID in bits [23:0]. INTIDs
@@ -156,7 +169,11 @@ impl Acknowledged {
         if (INTID_LIMIT..=1023).contains(&intid) {
             return None;
         }
-        Some(Self { raw, intid, sgi_source: None })
+        Some(Self {
+            raw,
+            intid,
+            sgi_source: None,
+        })
     }
 
     /// The interrupt's ID.
@@ -243,7 +260,9 @@ impl Gic {
         match self {
             Self::V2(gic) => {
                 gic.init_cpu_interface();
-                Ok(PerCore::V2 { cpu_interface: gic.cpu_interface_number() })
+                Ok(PerCore::V2 {
+                    cpu_interface: gic.cpu_interface_number(),
+                })
             }
             Self::V3(gic) => {
                 let redistributor = gic.init_redistributor(mpidr)?;
@@ -303,9 +322,7 @@ impl Gic {
                 let target_list = 1u8.checked_shl(u32::from(*cpu_interface)).unwrap_or(0);
                 gic.send_sgi(sgi, target_list)
             }
-            (Self::V3(gic), PerCore::V3(redistributor)) => {
-                gic.send_sgi(sgi, redistributor.mpidr())
-            }
+            (Self::V3(gic), PerCore::V3(redistributor)) => gic.send_sgi(sgi, redistributor.mpidr()),
             _ => Err(GicError::WrongVersion),
         }
     }
@@ -339,7 +356,10 @@ mod tests {
     #[test]
     fn v2_acknowledge_decodes_intid_and_sgi_source() {
         let sgi = Acknowledged::from_v2_iar((5 << 10) | 3).unwrap();
-        assert_eq!((sgi.intid(), sgi.sgi_source(), sgi.raw), (3, Some(5), (5 << 10) | 3));
+        assert_eq!(
+            (sgi.intid(), sgi.sgi_source(), sgi.raw),
+            (3, Some(5), (5 << 10) | 3)
+        );
         let spi = Acknowledged::from_v2_iar(33).unwrap();
         assert_eq!((spi.intid(), spi.sgi_source()), (33, None));
         let last = Acknowledged::from_v2_iar(1019).unwrap();

@@ -18,8 +18,8 @@ use tock_registers::registers::{ReadOnly, ReadWrite, WriteOnly};
 use tock_registers::{register_bitfields, register_structs};
 
 use crate::{
-    Acknowledged, DEFAULT_PRIORITY, GicError, INTID_LIMIT, PRIVATE_INTERRUPT_COUNT, SGI_COUNT,
-    cpu, lines_from_typer,
+    Acknowledged, DEFAULT_PRIORITY, GicError, INTID_LIMIT, PRIVATE_INTERRUPT_COUNT, SGI_COUNT, cpu,
+    lines_from_typer,
 };
 
 register_bitfields! {u32,
@@ -117,7 +117,10 @@ impl GicV2 {
     /// is done with it; a second `GicV2` on the same GIC counts as something
     /// else).
     pub unsafe fn new(distributor: usize, cpu_interface: usize) -> Self {
-        Self { distributor, cpu_interface }
+        Self {
+            distributor,
+            cpu_interface,
+        }
     }
 
     fn distributor(&self) -> &DistributorRegisters {
@@ -135,7 +138,9 @@ impl GicV2 {
     }
 
     fn has_security_extensions(&self) -> bool {
-        self.distributor().typer.is_set(GICD_TYPER::SECURITY_EXTENSIONS)
+        self.distributor()
+            .typer
+            .is_set(GICD_TYPER::SECURITY_EXTENSIONS)
     }
 
     /// The number of interrupt lines, from `GICD_TYPER.ITLinesNumber`:
@@ -181,7 +186,9 @@ impl GicV2 {
             // Non-secure view: bit 0 is the Group 1 enable.
             distributor.ctlr.write(GICD_CTLR::ENABLE_GROUP0::SET);
         } else {
-            distributor.ctlr.write(GICD_CTLR::ENABLE_GROUP0::SET + GICD_CTLR::ENABLE_GROUP1::SET);
+            distributor
+                .ctlr
+                .write(GICD_CTLR::ENABLE_GROUP0::SET + GICD_CTLR::ENABLE_GROUP1::SET);
         }
     }
 
@@ -232,8 +239,8 @@ impl GicV2 {
         if intid >= limit || intid >= INTID_LIMIT {
             return Err(GicError::InvalidInterrupt { intid, limit });
         }
-        let word = usize::try_from(intid / 32)
-            .map_err(|_| GicError::InvalidInterrupt { intid, limit })?;
+        let word =
+            usize::try_from(intid / 32).map_err(|_| GicError::InvalidInterrupt { intid, limit })?;
         Ok((word, 1 << (intid % 32)))
     }
 
@@ -280,7 +287,10 @@ impl GicV2 {
     /// memory are made visible to the other cores first.
     pub fn send_sgi(&self, sgi: u8, target_list: u8) -> Result<(), GicError> {
         if u32::from(sgi) >= SGI_COUNT {
-            return Err(GicError::InvalidInterrupt { intid: u32::from(sgi), limit: SGI_COUNT });
+            return Err(GicError::InvalidInterrupt {
+                intid: u32::from(sgi),
+                limit: SGI_COUNT,
+            });
         }
         cpu::order_stores_before_sgi();
         self.distributor().sgir.write(
@@ -295,7 +305,11 @@ impl GicV2 {
     /// the banked `GICD_ITARGETSR0`. 0 on a uniprocessor GIC, where the
     /// register reads as zero.
     pub fn cpu_interface_number(&self) -> u8 {
-        let own = self.distributor().itargetsr.first().map_or(0, |target| target.get());
+        let own = self
+            .distributor()
+            .itargetsr
+            .first()
+            .map_or(0, |target| target.get());
         if own == 0 {
             0
         } else {
@@ -339,7 +353,11 @@ mod tests {
         // SAFETY: both fake blocks are live for the whole test and used by
         // this `GicV2` alone.
         let gic = unsafe { GicV2::new(distributor.base(), cpu_interface.base()) };
-        Fixture { distributor, cpu_interface, gic }
+        Fixture {
+            distributor,
+            cpu_interface,
+            gic,
+        }
     }
 
     #[test]
@@ -351,15 +369,27 @@ mod tests {
 
         assert_eq!(f.distributor.read32(CTLR), 0b11);
         for word in 0..3 {
-            assert_eq!(f.distributor.read32(IGROUPR + 4 * word), u32::MAX, "IGROUPR{word}");
+            assert_eq!(
+                f.distributor.read32(IGROUPR + 4 * word),
+                u32::MAX,
+                "IGROUPR{word}"
+            );
         }
         assert_eq!(f.distributor.read32(IGROUPR + 12), 0x1234);
-        assert_eq!(f.distributor.read32(ICENABLER), 0, "private enables are per core");
+        assert_eq!(
+            f.distributor.read32(ICENABLER),
+            0,
+            "private enables are per core"
+        );
         assert_eq!(f.distributor.read32(ICENABLER + 4), u32::MAX);
         assert_eq!(f.distributor.read32(ICENABLER + 8), u32::MAX);
         assert_eq!(f.distributor.read32(ICENABLER + 12), 0);
         for intid in 0..96 {
-            assert_eq!(f.distributor.read8(IPRIORITYR + intid), 0xa0, "priority {intid}");
+            assert_eq!(
+                f.distributor.read8(IPRIORITYR + intid),
+                0xa0,
+                "priority {intid}"
+            );
         }
         assert_eq!(f.distributor.read8(IPRIORITYR + 96), 0);
         for intid in 0..32 {
@@ -390,7 +420,11 @@ mod tests {
         assert_eq!(f.distributor.read8(IPRIORITYR + 32), 0);
         assert_eq!(f.cpu_interface.read32(GICC_PMR), 0xff);
         assert_eq!(f.cpu_interface.read32(GICC_BPR), 0);
-        assert_eq!(f.cpu_interface.read32(GICC_CTLR), 0b111, "Grp0, Grp1, AckCtl");
+        assert_eq!(
+            f.cpu_interface.read32(GICC_CTLR),
+            0b111,
+            "Grp0, Grp1, AckCtl"
+        );
     }
 
     #[test]
@@ -405,7 +439,10 @@ mod tests {
     #[test]
     fn number_of_interrupts_comes_from_typer() {
         assert_eq!(fixture(0).gic.number_of_interrupts(), 32);
-        assert_eq!(fixture(SECURITY_EXTENSIONS | 7).gic.number_of_interrupts(), 256);
+        assert_eq!(
+            fixture(SECURITY_EXTENSIONS | 7).gic.number_of_interrupts(),
+            256
+        );
         assert_eq!(fixture(31).gic.number_of_interrupts(), 1020);
     }
 
@@ -433,7 +470,10 @@ mod tests {
         let all = fixture(31);
         assert_eq!(
             all.gic.enable_interrupt(1020),
-            Err(GicError::InvalidInterrupt { intid: 1020, limit: 1020 })
+            Err(GicError::InvalidInterrupt {
+                intid: 1020,
+                limit: 1020
+            })
         );
         for word in 0..32 {
             assert_eq!(f.distributor.read32(ISENABLER + 4 * word), 0);
@@ -472,7 +512,10 @@ mod tests {
         assert_eq!(f.distributor.read32(SGIR), 0x0080_000f);
         assert_eq!(
             f.gic.send_sgi(16, 1),
-            Err(GicError::InvalidInterrupt { intid: 16, limit: 16 })
+            Err(GicError::InvalidInterrupt {
+                intid: 16,
+                limit: 16
+            })
         );
         assert_eq!(f.distributor.read32(SGIR), 0x0080_000f);
     }

@@ -225,8 +225,16 @@ impl GicV3 {
     /// `GicV3` on the same GIC counts as something else). The value must be
     /// used only at EL2 and on cores whose GIC CPU interface the caller owns:
     /// its methods read and write the calling core's `ICC_*` registers.
-    pub unsafe fn new(distributor: usize, redistributors: usize, redistributors_size: usize) -> Self {
-        Self { distributor, redistributors, redistributors_size }
+    pub unsafe fn new(
+        distributor: usize,
+        redistributors: usize,
+        redistributors_size: usize,
+    ) -> Self {
+        Self {
+            distributor,
+            redistributors,
+            redistributors_size,
+        }
     }
 
     fn distributor(&self) -> &DistributorRegisters {
@@ -335,7 +343,11 @@ impl GicV3 {
             if typer.is_set(GICR_TYPER::LAST) {
                 return Err(not_found);
             }
-            let frames = if typer.is_set(GICR_TYPER::VLPIS) { 4 } else { 2 };
+            let frames = if typer.is_set(GICR_TYPER::VLPIS) {
+                4
+            } else {
+                2
+            };
             offset = offset.checked_add(frames * FRAME_SIZE).ok_or(not_found)?;
         }
     }
@@ -354,7 +366,9 @@ impl GicV3 {
         let control = redistributor.control_frame();
         control.waker.modify(GICR_WAKER::PROCESSOR_SLEEP::CLEAR);
         if !wait_until(|| !control.waker.is_set(GICR_WAKER::CHILDREN_ASLEEP)) {
-            return Err(GicError::RedistributorAsleep { affinity: redistributor.affinity });
+            return Err(GicError::RedistributorAsleep {
+                affinity: redistributor.affinity,
+            });
         }
 
         let sgi = redistributor.sgi_frame();
@@ -406,7 +420,9 @@ impl GicV3 {
             let word = usize::try_from(intid / 32).ok();
             let register = word.and_then(|word| self.distributor().isenabler.get(word));
             let limit = self.number_of_interrupts();
-            register.ok_or(GicError::InvalidInterrupt { intid, limit })?.set(bit);
+            register
+                .ok_or(GicError::InvalidInterrupt { intid, limit })?
+                .set(bit);
         }
         Ok(())
     }
@@ -427,7 +443,9 @@ impl GicV3 {
             let word = usize::try_from(intid / 32).ok();
             let register = word.and_then(|word| self.distributor().icenabler.get(word));
             let limit = self.number_of_interrupts();
-            register.ok_or(GicError::InvalidInterrupt { intid, limit })?.set(bit);
+            register
+                .ok_or(GicError::InvalidInterrupt { intid, limit })?
+                .set(bit);
             self.wait_for_distributor_writes()
         }
     }
@@ -461,7 +479,9 @@ impl GicV3 {
             // SAFETY: as in `acknowledge`.
             let supported = unsafe { cpu::range_selector_supported() };
             if !supported {
-                return Err(GicError::TargetOutOfRange { mpidr: target_mpidr });
+                return Err(GicError::TargetOutOfRange {
+                    mpidr: target_mpidr,
+                });
             }
         }
         cpu::order_stores_before_sgi();
@@ -476,7 +496,10 @@ impl GicV3 {
 /// (`Aff0` / 16) plus one bit in the target list (`Aff0` % 16).
 fn sgi1r_value(sgi: u8, mpidr: u64) -> Result<u64, GicError> {
     if u32::from(sgi) >= SGI_COUNT {
-        return Err(GicError::InvalidInterrupt { intid: u32::from(sgi), limit: SGI_COUNT });
+        return Err(GicError::InvalidInterrupt {
+            intid: u32::from(sgi),
+            limit: SGI_COUNT,
+        });
     }
     let aff0 = mpidr & 0xff;
     let value = ICC_SGI1R::TARGET_LIST.val(1 << (aff0 % 16))
@@ -537,7 +560,11 @@ mod tests {
         // this `GicV3` alone; on the host the system-register accesses are
         // stand-ins.
         let gic = unsafe { GicV3::new(distributor.base(), redistributors.base(), region_size) };
-        Fixture { distributor, redistributors, gic }
+        Fixture {
+            distributor,
+            redistributors,
+            gic,
+        }
     }
 
     fn typer(affinity: u32, flags: u64) -> u64 {
@@ -565,8 +592,16 @@ mod tests {
         }
         f.gic.init_distributor().unwrap();
 
-        assert_eq!(f.distributor.read32(GICD_CTLR), (1 << 4) | (1 << 1), "ARE_NS | Grp1");
-        assert_eq!(f.distributor.read32(GICD_IGROUPR), 0, "word 0 is in the redistributors");
+        assert_eq!(
+            f.distributor.read32(GICD_CTLR),
+            (1 << 4) | (1 << 1),
+            "ARE_NS | Grp1"
+        );
+        assert_eq!(
+            f.distributor.read32(GICD_IGROUPR),
+            0,
+            "word 0 is in the redistributors"
+        );
         assert_eq!(f.distributor.read32(GICD_ICENABLER), 0);
         for word in 1..3 {
             assert_eq!(f.distributor.read32(GICD_IGROUPR + 4 * word), u32::MAX);
@@ -578,7 +613,11 @@ mod tests {
         }
         for intid in 32..96 {
             assert_eq!(f.distributor.read8(GICD_IPRIORITYR + intid), 0xa0);
-            assert_eq!(f.distributor.read64(GICD_IROUTER + 8 * intid), 0, "IROUTER{intid}");
+            assert_eq!(
+                f.distributor.read64(GICD_IROUTER + 8 * intid),
+                0,
+                "IROUTER{intid}"
+            );
         }
         assert_eq!(f.distributor.read8(GICD_IPRIORITYR + 96), 0);
         assert_eq!(f.distributor.read64(GICD_IROUTER + 8 * 96), 0xdead_beef);
@@ -599,7 +638,11 @@ mod tests {
     fn redistributor_search_stops_at_last() {
         // A fifth redistributor after the one marked Last must not be found.
         let f = fixture(
-            &[(0, typer(0, 0)), (STRIDE, typer(1, TYPER_LAST)), (2 * STRIDE, typer(2, 0))],
+            &[
+                (0, typer(0, 0)),
+                (STRIDE, typer(1, TYPER_LAST)),
+                (2 * STRIDE, typer(2, 0)),
+            ],
             3 * STRIDE,
         );
         assert_eq!(
@@ -617,7 +660,10 @@ mod tests {
             Err(GicError::RedistributorNotFound { affinity: 2 })
         );
         // No Last bit anywhere: the walk ends at the end of the region.
-        let g = fixture(&[(0, typer(0, 0)), (STRIDE, typer(1, 0))], 2 * STRIDE + FRAME_SIZE);
+        let g = fixture(
+            &[(0, typer(0, 0)), (STRIDE, typer(1, 0))],
+            2 * STRIDE + FRAME_SIZE,
+        );
         assert_eq!(
             g.gic.find_redistributor(5),
             Err(GicError::RedistributorNotFound { affinity: 5 })
@@ -649,9 +695,15 @@ mod tests {
         let frame = STRIDE;
         assert_eq!(f.redistributors.read32(frame + GICR_WAKER), 0);
         assert_eq!(f.redistributors.read32(frame + GICR_IGROUPR0), u32::MAX);
-        assert_eq!(f.redistributors.read32(frame + GICR_ICENABLER0), 0xffff_0000);
+        assert_eq!(
+            f.redistributors.read32(frame + GICR_ICENABLER0),
+            0xffff_0000
+        );
         for intid in 0..32 {
-            assert_eq!(f.redistributors.read8(frame + GICR_IPRIORITYR + intid), 0xa0);
+            assert_eq!(
+                f.redistributors.read8(frame + GICR_IPRIORITYR + intid),
+                0xa0
+            );
         }
         // The other redistributors are untouched.
         assert_eq!(f.redistributors.read32(GICR_WAKER), WAKER_PROCESSOR_SLEEP);
@@ -661,14 +713,19 @@ mod tests {
     #[test]
     fn redistributor_that_stays_asleep_is_an_error() {
         let f = four_cores();
-        f.redistributors
-            .write32(2 * STRIDE + GICR_WAKER, WAKER_PROCESSOR_SLEEP | WAKER_CHILDREN_ASLEEP);
+        f.redistributors.write32(
+            2 * STRIDE + GICR_WAKER,
+            WAKER_PROCESSOR_SLEEP | WAKER_CHILDREN_ASLEEP,
+        );
         assert_eq!(
             f.gic.init_redistributor(0x100),
             Err(GicError::RedistributorAsleep { affinity: 0x100 })
         );
         // ProcessorSleep was cleared, ChildrenAsleep (read-only) kept.
-        assert_eq!(f.redistributors.read32(2 * STRIDE + GICR_WAKER), WAKER_CHILDREN_ASLEEP);
+        assert_eq!(
+            f.redistributors.read32(2 * STRIDE + GICR_WAKER),
+            WAKER_CHILDREN_ASLEEP
+        );
     }
 
     #[test]
@@ -696,7 +753,10 @@ mod tests {
         let f = four_cores();
         let redistributor = f.gic.init_redistributor(0).unwrap();
         f.redistributors.write32(GICR_CTLR, 1 << 3); // RWP stuck
-        assert_eq!(f.gic.disable_interrupt(&redistributor, 27), Err(GicError::WritePending));
+        assert_eq!(
+            f.gic.disable_interrupt(&redistributor, 27),
+            Err(GicError::WritePending)
+        );
     }
 
     #[test]
@@ -716,7 +776,13 @@ mod tests {
         );
         // Aff0 = 17: range selector 1, bit 1.
         assert_eq!(sgi1r_value(0, 17), Ok((1 << 44) | (1 << 1)));
-        assert_eq!(sgi1r_value(16, 0), Err(GicError::InvalidInterrupt { intid: 16, limit: 16 }));
+        assert_eq!(
+            sgi1r_value(16, 0),
+            Err(GicError::InvalidInterrupt {
+                intid: 16,
+                limit: 16
+            })
+        );
     }
 
     #[test]
@@ -724,7 +790,10 @@ mod tests {
         let f = four_cores();
         assert!(f.gic.send_sgi(16, 0).is_err());
         // The host has no range selector.
-        assert_eq!(f.gic.send_sgi(0, 16), Err(GicError::TargetOutOfRange { mpidr: 16 }));
+        assert_eq!(
+            f.gic.send_sgi(0, 16),
+            Err(GicError::TargetOutOfRange { mpidr: 16 })
+        );
         assert_eq!(f.gic.send_sgi(0, 1), Ok(()));
     }
 }

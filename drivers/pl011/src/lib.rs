@@ -162,7 +162,10 @@ mod tests {
         fn new() -> Self {
             let words: Box<[u32]> = std::vec![0u32; size_of::<Registers>() / 4].into_boxed_slice();
             let len = words.len();
-            Self { words: Box::into_raw(words).cast::<u32>(), len }
+            Self {
+                words: Box::into_raw(words).cast::<u32>(),
+                len,
+            }
         }
 
         fn base(&self) -> usize {

@@ -402,14 +402,18 @@ mod tests {
     #[test]
     fn descriptors_carry_the_architectural_bits() {
         let mut tables = pool(5);
-        let mut builder = TableBuilder::new(&mut tables, POOL_PHYSICAL).unwrap();
-        builder
-            .map(0x0900_0000, 0x0900_0000, PAGE_SIZE, Attributes::DEVICE)
-            .unwrap();
-        builder
-            .map(0x4000_0000, 0x4000_0000, PAGE_SIZE, Attributes::CODE)
-            .unwrap();
-        drop(builder);
+        {
+            let mut builder = TableBuilder::new(&mut tables, POOL_PHYSICAL).unwrap();
+            builder
+                .map(0x0900_0000, 0x0900_0000, PAGE_SIZE, Attributes::DEVICE)
+                .unwrap();
+            builder
+                .map(0x4000_0000, 0x4000_0000, PAGE_SIZE, Attributes::CODE)
+                .unwrap();
+        }
+        let table_of = |descriptor: u64| {
+            usize::try_from(((descriptor & ADDRESS_MASK) - POOL_PHYSICAL) / PAGE_SIZE).unwrap()
+        };
         // Level 1 entry 0 -> table 1 (level 2) -> table 2 (level 3).
         assert_eq!(tables[0].0[0], (POOL_PHYSICAL + 0x1000) | 0b11);
         let device_page = tables[2].0[0];
@@ -418,9 +422,8 @@ mod tests {
             0x0900_0000 | 0b11 | AP_RES1 | ACCESS_FLAG | EXECUTE_NEVER
         );
         // Code: normal memory (index 1), inner shareable, read-only, executable.
-        let code_l1 = tables[0].0[1];
-        let code_l2 = tables[((code_l1 & ADDRESS_MASK) - POOL_PHYSICAL) as usize / 4096].0[0];
-        let code_page = tables[((code_l2 & ADDRESS_MASK) - POOL_PHYSICAL) as usize / 4096].0[0];
+        let code_l2 = tables[table_of(tables[0].0[1])].0[0];
+        let code_page = tables[table_of(code_l2)].0[0];
         assert_eq!(
             code_page,
             0x4000_0000 | 0b11 | (1 << 2) | AP_RES1 | AP_READ_ONLY | INNER_SHAREABLE | ACCESS_FLAG

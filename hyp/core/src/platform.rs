@@ -698,7 +698,8 @@ fn gic(path: &[Node<'_>]) -> Result<Option<FoundGic>, PlatformError> {
     let interrupt_cells = node
         .u32_property("#interrupt-cells", "gic")?
         .and_then(|cells| usize::try_from(cells).ok())
-        .filter(|&cells| cells >= 2)
+        // Type and number, flags, and for GICv3 PPIs an affinity partition.
+        .filter(|cells| (2..=4).contains(cells))
         .ok_or(PlatformError::BadProperty {
             node: "gic",
             property: "#interrupt-cells",

@@ -37,8 +37,12 @@ struct Vector(u64);
 
 impl Vector {
     const KIND_NAMES: [&'static str; 4] = ["synchronous exception", "IRQ", "FIQ", "SError"];
-    const ORIGIN_NAMES: [&'static str; 4] =
-        ["EL2 with SP_EL0", "EL2", "a lower EL (AArch64)", "a lower EL (AArch32)"];
+    const ORIGIN_NAMES: [&'static str; 4] = [
+        "EL2 with SP_EL0",
+        "EL2",
+        "a lower EL (AArch64)",
+        "a lower EL (AArch32)",
+    ];
 
     fn kind(self) -> &'static str {
         Self::KIND_NAMES[(self.0 % 4) as usize]
@@ -53,7 +57,7 @@ impl Vector {
     }
 
     fn is_synchronous(self) -> bool {
-        self.0 % 4 == 0
+        self.0.is_multiple_of(4)
     }
 }
 
@@ -81,12 +85,32 @@ fn report_unexpected(frame: &ExceptionFrame, vector: Vector) {
         console::emergency(format_args!("hyp:   {syndrome}\n"));
     }
     console::emergency(format_args!(
-        "hyp:   ESR_EL2 {:#010x}  ELR_EL2 {:#x}  FAR_EL2 {:#x}  SPSR_EL2 {:#x}\n",
-        frame.esr, frame.elr, frame.far, frame.spsr
+        "hyp:   ESR_EL2 {:#010x}  ELR_EL2 {:#x}{}  FAR_EL2 {:#x}  SPSR_EL2 {:#x}\n",
+        frame.esr,
+        frame.elr,
+        CodeLocation(frame.elr),
+        frame.far,
+        frame.spsr
     ));
     console::emergency(format_args!(
         "hyp:   x0 {:#x}  x1 {:#x}  x2 {:#x}  x3 {:#x}  lr {:#x}\n",
         frame.x[0], frame.x[1], frame.x[2], frame.x[3], frame.x30
     ));
     console::emergency(format_args!("hyp: core {core} parked\n"));
+}
+
+/// Says where an address is in hyp's code, as an offset to feed to
+/// `addr2line -e build/images/<board>/hyp.elf` (after adding the load
+/// address), or nothing if it is not in hyp's code.
+struct CodeLocation(u64);
+
+impl core::fmt::Display for CodeLocation {
+    fn fmt(&self, formatter: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        let image = arch::image_layout();
+        if (image.start..image.text_end).contains(&self.0) {
+            write!(formatter, " (hyp code +{:#x})", self.0 - image.start)
+        } else {
+            Ok(())
+        }
+    }
 }

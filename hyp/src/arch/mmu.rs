@@ -28,7 +28,8 @@ static mut TABLES: [Table; TABLE_COUNT] = [Table::EMPTY; TABLE_COUNT];
 /// 28, 29), then M (MMU), C (data cache), SA (stack alignment check),
 /// I (instruction cache) and WXN (writable implies never-execute).
 const SCTLR_EL2_RES1: u64 = 0x30c5_0830;
-const SCTLR_EL2_MMU_ON: u64 = SCTLR_EL2_RES1 | (1 << 0) | (1 << 2) | (1 << 3) | (1 << 12) | (1 << 19);
+const SCTLR_EL2_MMU_ON: u64 =
+    SCTLR_EL2_RES1 | (1 << 0) | (1 << 2) | (1 << 3) | (1 << 12) | (1 << 19);
 
 /// Why the identity map could not be built.
 #[derive(Clone, Copy, Debug)]
@@ -61,7 +62,10 @@ fn page_round(region: MemoryRegion) -> MemoryRegion {
         .saturating_add(region.size)
         .saturating_add(pagetable::PAGE_SIZE - 1)
         & !(pagetable::PAGE_SIZE - 1);
-    MemoryRegion { base, size: end - base }
+    MemoryRegion {
+        base,
+        size: end - base,
+    }
 }
 
 fn map(
@@ -72,7 +76,11 @@ fn map(
 ) -> Result<(), MmuError> {
     builder
         .map(region.base, region.base, region.size, attributes)
-        .map_err(|error| MmuError { what, region, error })
+        .map_err(|error| MmuError {
+            what,
+            region,
+            error,
+        })
 }
 
 /// Maps a device range page by page, skipping pages another device range
@@ -90,7 +98,10 @@ fn map_device(
             _ => map(
                 builder,
                 what,
-                MemoryRegion { base: page, size: pagetable::PAGE_SIZE },
+                MemoryRegion {
+                    base: page,
+                    size: pagetable::PAGE_SIZE,
+                },
                 Attributes::DEVICE,
             )?,
         }
@@ -110,9 +121,15 @@ fn map_ram_around_image(
         size: ram.size & !(pagetable::PAGE_SIZE - 1),
     };
     let ram_end = ram.base.saturating_add(ram.size);
-    let below = MemoryRegion { base: ram.base, size: image.start.clamp(ram.base, ram_end) - ram.base };
+    let below = MemoryRegion {
+        base: ram.base,
+        size: image.start.clamp(ram.base, ram_end) - ram.base,
+    };
     let above_start = image.end.clamp(ram.base, ram_end);
-    let above = MemoryRegion { base: above_start, size: ram_end - above_start };
+    let above = MemoryRegion {
+        base: above_start,
+        size: ram_end - above_start,
+    };
     for part in [below, above] {
         if part.size != 0 {
             map(builder, "RAM", part, Attributes::DATA)?;
@@ -127,33 +144,68 @@ fn map_ram_around_image(
 /// Only the boot core calls this, once, before the MMU is on and before
 /// any other core runs (it takes the table pool by `&mut`).
 pub unsafe fn build(platform: &Platform) -> Result<TranslationRegisters, MmuError> {
+    let pool = &raw mut TABLES;
     // SAFETY: the caller's contract: this is the only reference to TABLES
-    // ever made, so it is unique.
-    let tables = unsafe { &mut *(&raw mut TABLES) };
+    // ever made, so it is unique; the pointer is to a static, so valid.
+    let tables = unsafe { &mut *pool };
     let pool_physical = tables.as_ptr() as u64;
-    let no_region = MemoryRegion { base: pool_physical, size: 0 };
-    let mut builder = TableBuilder::new(tables, pool_physical)
-        .map_err(|error| MmuError { what: "the table pool", region: no_region, error })?;
+    let no_region = MemoryRegion {
+        base: pool_physical,
+        size: 0,
+    };
+    let mut builder = TableBuilder::new(tables, pool_physical).map_err(|error| MmuError {
+        what: "the table pool",
+        region: no_region,
+        error,
+    })?;
 
     let image = arch::image_layout();
-    let part = |base: u64, end: u64| MemoryRegion { base, size: end - base };
-    map(&mut builder, "hyp code", part(image.start, image.text_end), Attributes::CODE)?;
-    map(&mut builder, "hyp rodata", part(image.text_end, image.rodata_end), Attributes::READ_ONLY)?;
-    map(&mut builder, "hyp data", part(image.rodata_end, image.end), Attributes::DATA)?;
+    let part = |base: u64, end: u64| MemoryRegion {
+        base,
+        size: end - base,
+    };
+    map(
+        &mut builder,
+        "hyp code",
+        part(image.start, image.text_end),
+        Attributes::CODE,
+    )?;
+    map(
+        &mut builder,
+        "hyp rodata",
+        part(image.text_end, image.rodata_end),
+        Attributes::READ_ONLY,
+    )?;
+    map(
+        &mut builder,
+        "hyp data",
+        part(image.rodata_end, image.end),
+        Attributes::DATA,
+    )?;
     for ram in &platform.memory {
         map_ram_around_image(&mut builder, *ram, image)?;
     }
 
     map_device(&mut builder, "the console UART", platform.console.region)?;
     match &platform.gic {
-        Gic::V2 { distributor, cpu_interface, hyp_interface, virtual_cpu_interface, .. } => {
+        Gic::V2 {
+            distributor,
+            cpu_interface,
+            hyp_interface,
+            virtual_cpu_interface,
+            ..
+        } => {
             map_device(&mut builder, "the GIC distributor", *distributor)?;
             map_device(&mut builder, "the GIC CPU interface", *cpu_interface)?;
             for region in [hyp_interface, virtual_cpu_interface].into_iter().flatten() {
                 map_device(&mut builder, "the GIC virtualization interface", *region)?;
             }
         }
-        Gic::V3 { distributor, redistributors, .. } => {
+        Gic::V3 {
+            distributor,
+            redistributors,
+            ..
+        } => {
             map_device(&mut builder, "the GIC distributor", *distributor)?;
             for region in redistributors {
                 map_device(&mut builder, "the GIC redistributors", *region)?;

@@ -51,8 +51,14 @@ pub struct SecondaryBoot {
 }
 
 #[unsafe(no_mangle)]
-static mut SECONDARY_BOOT: SecondaryBoot =
-    SecondaryBoot { mair: 0, tcr: 0, ttbr0: 0, sctlr: 0, cores: 0, mpidrs: [0; MAX_CORES] };
+static mut SECONDARY_BOOT: SecondaryBoot = SecondaryBoot {
+    mair: 0,
+    tcr: 0,
+    ttbr0: 0,
+    sctlr: 0,
+    cores: 0,
+    mpidrs: [0; MAX_CORES],
+};
 
 global_asm!(
     include_str!("entry.S"),

@@ -7,8 +7,8 @@
 
 use aarch64_cpu::asm::barrier;
 use aarch64_cpu::registers::{
-    CPTR_EL2, HCR_EL2, ID_AA64MMFR0_EL1, MAIR_EL2, MPIDR_EL1,
-    Readable, SCTLR_EL2, TCR_EL2, TPIDR_EL2, TTBR0_EL2, VBAR_EL2, Writeable,
+    CPTR_EL2, HCR_EL2, ID_AA64MMFR0_EL1, MAIR_EL2, MPIDR_EL1, Readable, SCTLR_EL2, TCR_EL2,
+    TPIDR_EL2, TTBR0_EL2, VBAR_EL2, Writeable,
 };
 use core::arch::asm;
 
@@ -24,7 +24,8 @@ pub fn physical_address_range() -> u64 {
 
 /// The logical number of this core (0 = the boot core), kept in `TPIDR_EL2`.
 pub fn core_index() -> usize {
-    TPIDR_EL2.get() as usize
+    // The boot path stores a usize there; on AArch64 a usize is 64 bits.
+    usize::try_from(TPIDR_EL2.get()).unwrap_or(usize::MAX)
 }
 
 /// Records this core's logical number.

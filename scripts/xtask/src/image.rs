@@ -12,7 +12,10 @@ use crate::{HYP_TARGET, cargo_command, run_command, workspace_root};
 #[derive(Debug)]
 pub struct Built {
     /// The ELF, with symbols (for `objdump`, `gdb`, `addr2line`).
-    #[allow(dead_code, reason = "printed by `build` callers that want it; kept for debugging")]
+    #[allow(
+        dead_code,
+        reason = "printed by `build` callers that want it; kept for debugging"
+    )]
     pub elf: PathBuf,
     /// The boot image.
     pub image: PathBuf,
@@ -23,14 +26,20 @@ pub struct Built {
 pub fn build(board: &str, features: &[String]) -> Result<Built, String> {
     let spec = board_configs::find(board).ok_or_else(|| format!("unknown board `{board}`"))?;
     let mut command = cargo_command();
-    command.args(["build", "--release", "--target", HYP_TARGET, "-p", "hyp"]).env("HYP_BOARD", board);
+    command
+        .args(["build", "--release", "--target", HYP_TARGET, "-p", "hyp"])
+        .env("HYP_BOARD", board);
     if !features.is_empty() {
         command.args(["--features", &features.join(",")]);
     }
     run_command(&mut command)?;
 
     let root = workspace_root();
-    let elf_built = root.join("target").join(HYP_TARGET).join("release").join("hyp");
+    let elf_built = root
+        .join("target")
+        .join(HYP_TARGET)
+        .join("release")
+        .join("hyp");
     let mut name = board.to_owned();
     for feature in features {
         name.push('+');
@@ -43,10 +52,15 @@ pub fn build(board: &str, features: &[String]) -> Result<Built, String> {
     let image = directory.join("hyp.img");
     std::fs::copy(&elf_built, &elf)
         .map_err(|error| format!("cannot copy {}: {error}", elf_built.display()))?;
-    run_command(Command::new(objcopy()?).args(["-O", "binary"]).arg(&elf).arg(&image))?;
+    run_command(
+        Command::new(objcopy()?)
+            .args(["-O", "binary"])
+            .arg(&elf)
+            .arg(&image),
+    )?;
 
-    let bytes =
-        std::fs::read(&image).map_err(|error| format!("cannot read {}: {error}", image.display()))?;
+    let bytes = std::fs::read(&image)
+        .map_err(|error| format!("cannot read {}: {error}", image.display()))?;
     check_header(&bytes, spec.load_address - spec.ram_base)
         .map_err(|problem| format!("{}: {problem}", image.display()))?;
     Ok(Built { elf, image })
@@ -68,11 +82,17 @@ fn objcopy() -> Result<PathBuf, String> {
         .lines()
         .find_map(|line| line.strip_prefix("host: "))
         .ok_or("cannot tell the host triple from `rustc -vV`")?;
-    let path = PathBuf::from(sysroot).join("lib/rustlib").join(host).join("bin/llvm-objcopy");
+    let path = PathBuf::from(sysroot)
+        .join("lib/rustlib")
+        .join(host)
+        .join("bin/llvm-objcopy");
     if path.exists() {
         Ok(path)
     } else {
-        Err(format!("{} is missing: run scripts/setup (rustup component llvm-tools)", path.display()))
+        Err(format!(
+            "{} is missing: run scripts/setup (rustup component llvm-tools)",
+            path.display()
+        ))
     }
 }
 
@@ -92,7 +112,9 @@ pub fn check_header(bytes: &[u8], text_offset: u64) -> Result<(), String> {
     let image_size = read_u64(bytes, 16).ok_or("truncated header")?;
     let flags = read_u64(bytes, 24).ok_or("truncated header")?;
     if header_offset != text_offset {
-        return Err(format!("text_offset is {header_offset:#x}, the board needs {text_offset:#x}"));
+        return Err(format!(
+            "text_offset is {header_offset:#x}, the board needs {text_offset:#x}"
+        ));
     }
     if image_size < bytes.len() as u64 || image_size % 4096 != 0 {
         return Err(format!(
@@ -101,7 +123,9 @@ pub fn check_header(bytes: &[u8], text_offset: u64) -> Result<(), String> {
         ));
     }
     if flags & 0b111 != 0b010 {
-        return Err(format!("flags {flags:#x}: expected little endian, 4 KiB pages"));
+        return Err(format!(
+            "flags {flags:#x}: expected little endian, 4 KiB pages"
+        ));
     }
     Ok(())
 }
@@ -130,8 +154,16 @@ mod tests {
             check_header(&header(0, 0x2000, 2), 0x80000).unwrap_err(),
             "text_offset is 0x0, the board needs 0x80000"
         );
-        assert!(check_header(&header(0x80000, 0x800, 2), 0x80000).unwrap_err().contains("image_size"));
-        assert!(check_header(&header(0x80000, 0x2000, 3), 0x80000).unwrap_err().contains("flags"));
+        assert!(
+            check_header(&header(0x80000, 0x800, 2), 0x80000)
+                .unwrap_err()
+                .contains("image_size")
+        );
+        assert!(
+            check_header(&header(0x80000, 0x2000, 3), 0x80000)
+                .unwrap_err()
+                .contains("flags")
+        );
         assert!(check_header(&[0; 16], 0).unwrap_err().contains("magic"));
     }
 }

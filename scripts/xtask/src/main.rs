@@ -57,6 +57,7 @@ fn run(arguments: &[String]) -> Result<(), String> {
             let options = Options::parse(rest)?;
             let built = image::build(&options.board, &options.features)?;
             println!("xtask: boot image {}", built.image.display());
+            println!("xtask: ELF with symbols {}", built.elf.display());
             Ok(())
         }
         "run" => {
@@ -75,7 +76,9 @@ fn run(arguments: &[String]) -> Result<(), String> {
         }
         "systest" => systest::run_all(rest),
         "clippy" => clippy(),
-        "bench" => Err("no benchmarks yet: they arrive with the capability microkernel (issue 3)".into()),
+        "bench" => {
+            Err("no benchmarks yet: they arrive with the capability microkernel (issue 3)".into())
+        }
         "help" | "--help" | "-h" => {
             println!("{USAGE}");
             Ok(())
@@ -95,12 +98,19 @@ struct Options {
 
 impl Options {
     fn parse(arguments: &[String]) -> Result<Options, String> {
-        let mut options =
-            Options { board: "qemu-virt".into(), gic: None, smp: None, features: Vec::new() };
+        let mut options = Options {
+            board: "qemu-virt".into(),
+            gic: None,
+            smp: None,
+            features: Vec::new(),
+        };
         let mut iterator = arguments.iter();
         while let Some(flag) = iterator.next() {
             let mut value = || {
-                iterator.next().cloned().ok_or_else(|| format!("option {flag} needs a value"))
+                iterator
+                    .next()
+                    .cloned()
+                    .ok_or_else(|| format!("option {flag} needs a value"))
             };
             match flag.as_str() {
                 "--board" => options.board = value()?,
@@ -127,8 +137,15 @@ impl Options {
             }
         }
         if board_configs::find(&options.board).is_none() {
-            let known: Vec<&str> = board_configs::BOARDS.iter().map(|board| board.name).collect();
-            return Err(format!("unknown board `{}`; known: {}", options.board, known.join(", ")));
+            let known: Vec<&str> = board_configs::BOARDS
+                .iter()
+                .map(|board| board.name)
+                .collect();
+            return Err(format!(
+                "unknown board `{}`; known: {}",
+                options.board,
+                known.join(", ")
+            ));
         }
         Ok(options)
     }
@@ -147,7 +164,9 @@ pub fn workspace_root() -> PathBuf {
 pub fn run_command(command: &mut Command) -> Result<(), String> {
     let description = format!("{command:?}");
     println!("xtask: {description}");
-    let status = command.status().map_err(|error| format!("cannot start {description}: {error}"))?;
+    let status = command
+        .status()
+        .map_err(|error| format!("cannot start {description}: {error}"))?;
     if status.success() {
         Ok(())
     } else {
@@ -166,7 +185,14 @@ fn host_tests() -> Result<(), String> {
 }
 
 fn clippy() -> Result<(), String> {
-    run_command(cargo_command().args(["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"]))?;
+    run_command(cargo_command().args([
+        "clippy",
+        "--workspace",
+        "--all-targets",
+        "--",
+        "-D",
+        "warnings",
+    ]))?;
     // The bare-metal crates, for the target they run on.
     run_command(cargo_command().args([
         "clippy",
@@ -212,7 +238,12 @@ mod tests {
             Options::parse(&strings(&["--board", "rpi4", "--smp", "4", "--gic", "3"])).unwrap();
         assert_eq!(
             options,
-            Options { board: "rpi4".into(), gic: Some(3), smp: Some(4), features: vec![] }
+            Options {
+                board: "rpi4".into(),
+                gic: Some(3),
+                smp: Some(4),
+                features: vec![]
+            }
         );
         assert_eq!(Options::parse(&[]).unwrap().board, "qemu-virt");
     }
@@ -227,11 +258,18 @@ mod tests {
             Options::parse(&strings(&["--smp", "0"])).unwrap_err(),
             "--smp takes 1 to 8 cores, not 0"
         );
-        assert_eq!(Options::parse(&strings(&["--smp"])).unwrap_err(), "option --smp needs a value");
+        assert_eq!(
+            Options::parse(&strings(&["--smp"])).unwrap_err(),
+            "option --smp needs a value"
+        );
         assert_eq!(
             Options::parse(&strings(&["--board", "pi5"])).unwrap_err(),
             "unknown board `pi5`; known: qemu-virt, rpi4"
         );
-        assert!(Options::parse(&strings(&["--frobnicate"])).unwrap_err().starts_with("unknown option"));
+        assert!(
+            Options::parse(&strings(&["--frobnicate"]))
+                .unwrap_err()
+                .starts_with("unknown option")
+        );
     }
 }

@@ -23,10 +23,6 @@ pub struct Machine {
     pub arguments: Vec<String>,
     /// How many `-serial` ports come before the console.
     pub serial_ports_before_console: usize,
-    /// Cores the machine has.
-    pub cores: u32,
-    /// GIC version the machine has.
-    pub gic: u8,
 }
 
 impl Machine {
@@ -41,7 +37,9 @@ impl Machine {
                     return Err("raspi4b has a GIC-400 (GICv2); --gic 3 is not possible".into());
                 }
                 if smp.is_some_and(|cores| cores != 4) {
-                    return Err("raspi4b always has 4 cores (QEMU refuses other -smp values)".into());
+                    return Err(
+                        "raspi4b always has 4 cores (QEMU refuses other -smp values)".into(),
+                    );
                 }
                 Machine::raspi4b()
             }
@@ -70,8 +68,6 @@ impl Machine {
             board: "qemu-virt".into(),
             arguments,
             serial_ports_before_console: 0,
-            cores,
-            gic: gic_version,
         }
     }
 
@@ -86,14 +82,20 @@ impl Machine {
             "-dtb".into(),
             dtb.display().to_string(),
         ];
-        Ok(Machine { board: "rpi4".into(), arguments, serial_ports_before_console: 1, cores: 4, gic: 2 })
+        Ok(Machine {
+            board: "rpi4".into(),
+            arguments,
+            serial_ports_before_console: 1,
+        })
     }
 
     /// The full command for a non-interactive run: the console on stdout,
     /// no monitor, no display, one TCG thread (so two runs fit 2 cores).
     pub fn batch_command(&self, image: &Path) -> Command {
         let mut command = Command::new("qemu-system-aarch64");
-        command.args(&self.arguments).args(["-accel", "tcg,thread=single"]);
+        command
+            .args(&self.arguments)
+            .args(["-accel", "tcg,thread=single"]);
         command.args(["-display", "none", "-monitor", "none"]);
         for _ in 0..self.serial_ports_before_console {
             command.args(["-serial", "null"]);
@@ -111,7 +113,10 @@ pub fn run_interactive(machine: &Machine, image: &Path) -> Result<(), String> {
         command.args(["-serial", "null"]);
     }
     command.args(["-serial", "mon:stdio", "-kernel"]).arg(image);
-    println!("xtask: booting {} on QEMU; quit with Ctrl-A X", machine.board);
+    println!(
+        "xtask: booting {} on QEMU; quit with Ctrl-A X",
+        machine.board
+    );
     run_command(&mut command)
 }
 
@@ -123,7 +128,12 @@ pub fn raspi4b_device_tree() -> Result<PathBuf, String> {
         let entries = std::fs::read_dir(&modules).ok()?;
         let mut found: Vec<PathBuf> = entries
             .filter_map(|entry| entry.ok())
-            .filter(|entry| entry.file_name().to_string_lossy().starts_with("linux-image-"))
+            .filter(|entry| {
+                entry
+                    .file_name()
+                    .to_string_lossy()
+                    .starts_with("linux-image-")
+            })
             .map(|entry| entry.path().join("broadcom/bcm2711-rpi-4-b.dtb"))
             .filter(|path| path.exists())
             .collect();
@@ -133,7 +143,9 @@ pub fn raspi4b_device_tree() -> Result<PathBuf, String> {
     if let Some(path) = find() {
         return Ok(path);
     }
-    run_command(&mut Command::new(workspace_root().join("scripts/fetch-debian")))?;
+    run_command(&mut Command::new(
+        workspace_root().join("scripts/fetch-debian"),
+    ))?;
     find().ok_or_else(|| {
         "scripts/fetch-debian ran but bcm2711-rpi-4-b.dtb is not under build/debian/root/usr/lib"
             .into()
