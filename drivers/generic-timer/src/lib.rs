@@ -13,7 +13,7 @@
 
 #![no_std]
 
-/// The longest delay [`hyp_timer_arm_in`] can program in one go, in ticks:
+/// The longest delay `hyp_timer_arm_in` (AArch64 only) can program in one go, in ticks:
 /// `CNTHP_TVAL_EL2` is a signed 32-bit down-counter. At 62.5 MHz (QEMU) this
 /// is about 34 s, at 54 MHz (Pi 4) about 40 s.
 pub const MAX_TIMER_TICKS: u64 = i32::MAX as u64;

@@ -142,8 +142,8 @@ pub struct Acknowledged {
 }
 
 impl Acknowledged {
-    /// Decodes a GICv2 `GICC_IAR` value: INTID in bits [9:0] and, for SGIs,
-    /// the sending CPU interface in bits [12:10]. INTIDs 1020 to 1023 mean
+    /// Decodes a GICv2 `GICC_IAR` value: INTID in bits \[9:0\] and, for SGIs,
+    /// the sending CPU interface in bits \[12:10\]. INTIDs 1020 to 1023 mean
     /// "nothing to acknowledge".
     fn from_v2_iar(raw: u32) -> Option<Self> {
         let intid = raw & 0x3ff;
@@ -162,7 +162,7 @@ impl Acknowledged {
         })
     }
 
-    /// Decodes a GICv3 `ICC_IAR1_EL1` value: INTID in bits [23:0]. INTIDs
+    /// Decodes a GICv3 `ICC_IAR1_EL1` value: INTID in bits \[23:0\]. INTIDs
     /// 1020 to 1023 mean "nothing to acknowledge".
     fn from_v3_iar(raw: u32) -> Option<Self> {
         let intid = raw & 0x00ff_ffff;
@@ -189,8 +189,8 @@ impl Acknowledged {
 }
 
 /// The affinity of an MPIDR in the layout of `GICR_TYPER.Affinity_Value`:
-/// `Aff3` (MPIDR bits [39:32]) in bits [31:24], then `Aff2`, `Aff1`, `Aff0`
-/// (MPIDR bits [23:0]). The MT and U bits are ignored.
+/// `Aff3` (MPIDR bits \[39:32\]) in bits \[31:24\], then `Aff2`, `Aff1`, `Aff0`
+/// (MPIDR bits \[23:0\]). The MT and U bits are ignored.
 pub fn affinity_of(mpidr: u64) -> u32 {
     let low = mpidr & 0x00ff_ffff;
     let aff3 = (mpidr >> 32) & 0xff;

@@ -173,7 +173,7 @@ impl Redistributor {
     }
 
     /// The affinity fields of the core it serves, in MPIDR layout (`Aff3` in
-    /// bits [39:32], `Aff2`..`Aff0` in bits [23:0]).
+    /// bits \[39:32\], `Aff2`..`Aff0` in bits \[23:0\]).
     pub fn mpidr(&self) -> u64 {
         let affinity = u64::from(self.affinity);
         ((affinity & 0xff00_0000) << 8) | (affinity & 0x00ff_ffff)
