@@ -12,6 +12,7 @@
 extern crate std;
 
 pub mod esr;
+pub mod object;
 pub mod pagetable;
 pub mod platform;
 pub mod psci;
