@@ -1,0 +1,193 @@
+//! Invocations of kernel objects: a `Call` on an object capability with an
+//! [`InvocationLabel`] in the message label and the arguments in the message
+//! words. The kernel decodes every argument before it changes anything.
+
+/// What to do with the invoked object.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u64)]
+pub enum InvocationLabel {
+    /// Untyped: `(type, size_bits, destination slot, count)` with the
+    /// destination CNode as extra capability 1; creates `count` objects.
+    UntypedRetype = 1,
+    /// CNode: `(destination slot, source slot, rights)`; source CNode as
+    /// extra capability 1.
+    CNodeCopy = 2,
+    /// CNode: `(destination slot, source slot, rights, badge)`.
+    CNodeMint = 3,
+    /// CNode: `(destination slot, source slot)`: moves the capability.
+    CNodeMove = 4,
+    /// CNode: `(slot)`: deletes the capability; the last one destroys the object.
+    CNodeDelete = 5,
+    /// CNode: `(slot)`: deletes every capability derived from it.
+    CNodeRevoke = 6,
+    /// TCB: `(fault endpoint slot, priority)` with CSpace and VSpace
+    /// as extra capabilities 1 and 2, the IPC buffer frame as 3.
+    TcbConfigure = 7,
+    /// TCB: returns the user registers.
+    TcbReadRegisters = 8,
+    /// TCB: `(pc, sp, x0, x1, ...)`.
+    TcbWriteRegisters = 9,
+    /// TCB: make runnable.
+    TcbResume = 10,
+    /// TCB: stop.
+    TcbSuspend = 11,
+    /// TCB: `(priority)`.
+    TcbSetPriority = 12,
+    /// TCB: notification as extra capability 1.
+    TcbBindNotification = 13,
+    /// TCB: `(core)`.
+    TcbSetAffinity = 14,
+    /// Frame: `(address, rights, attributes)` with the VSpace as extra
+    /// capability 1.
+    FrameMap = 15,
+    /// Frame: unmap from wherever it is mapped.
+    FrameUnmap = 16,
+    /// PageTable: `(address)` with the VSpace as extra capability 1.
+    PageTableMap = 17,
+    /// PageTable: unmap.
+    PageTableUnmap = 18,
+    /// IrqControl: `(irq, destination slot)`: creates an IrqHandler.
+    IrqControlGet = 19,
+    /// IrqHandler: notification as extra capability 1.
+    IrqHandlerSetNotification = 20,
+    /// IrqHandler: re-enable the interrupt after handling it.
+    IrqHandlerAck = 21,
+}
+
+impl InvocationLabel {
+    /// The label with number `label`, or `None`.
+    pub const fn from_label(label: u64) -> Option<InvocationLabel> {
+        use InvocationLabel::*;
+        Some(match label {
+            1 => UntypedRetype,
+            2 => CNodeCopy,
+            3 => CNodeMint,
+            4 => CNodeMove,
+            5 => CNodeDelete,
+            6 => CNodeRevoke,
+            7 => TcbConfigure,
+            8 => TcbReadRegisters,
+            9 => TcbWriteRegisters,
+            10 => TcbResume,
+            11 => TcbSuspend,
+            12 => TcbSetPriority,
+            13 => TcbBindNotification,
+            14 => TcbSetAffinity,
+            15 => FrameMap,
+            16 => FrameUnmap,
+            17 => PageTableMap,
+            18 => PageTableUnmap,
+            19 => IrqControlGet,
+            20 => IrqHandlerSetNotification,
+            21 => IrqHandlerAck,
+            _ => return None,
+        })
+    }
+}
+
+/// Kernel object types that `UntypedRetype` creates.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u64)]
+pub enum ObjectType {
+    /// A smaller untyped block (size given by the caller).
+    Untyped = 0,
+    /// A thread.
+    Tcb = 1,
+    /// A synchronous endpoint.
+    Endpoint = 2,
+    /// A notification word.
+    Notification = 3,
+    /// A CNode of `2^size_bits` slots.
+    CNode = 4,
+    /// A stage-2 address space (its root table).
+    VSpace = 5,
+    /// A stage-2 translation table below the root.
+    PageTable = 6,
+    /// A 4 KiB frame.
+    Frame4K = 7,
+    /// A 2 MiB frame.
+    Frame2M = 8,
+}
+
+/// log2 of the bytes one CNode slot takes.
+pub const SLOT_SIZE_BITS: u32 = 5;
+/// Smallest untyped block (16 bytes).
+pub const MIN_UNTYPED_BITS: u32 = 4;
+/// Largest untyped block (2^47 bytes).
+pub const MAX_UNTYPED_BITS: u32 = 47;
+/// Largest CNode radix (2^24 slots).
+pub const MAX_CNODE_RADIX: u32 = 24;
+
+impl ObjectType {
+    /// The type with number `number`, or `None`.
+    pub const fn from_number(number: u64) -> Option<ObjectType> {
+        Some(match number {
+            0 => ObjectType::Untyped,
+            1 => ObjectType::Tcb,
+            2 => ObjectType::Endpoint,
+            3 => ObjectType::Notification,
+            4 => ObjectType::CNode,
+            5 => ObjectType::VSpace,
+            6 => ObjectType::PageTable,
+            7 => ObjectType::Frame4K,
+            8 => ObjectType::Frame2M,
+            _ => return None,
+        })
+    }
+
+    /// log2 of the object's size in bytes. `size_bits` is the caller's
+    /// argument: the block size for `Untyped`, the radix for `CNode`,
+    /// ignored otherwise. `None` if `size_bits` is out of range.
+    pub const fn object_size_bits(self, size_bits: u32) -> Option<u32> {
+        match self {
+            ObjectType::Untyped => {
+                if size_bits >= MIN_UNTYPED_BITS && size_bits <= MAX_UNTYPED_BITS {
+                    Some(size_bits)
+                } else {
+                    None
+                }
+            }
+            ObjectType::CNode => {
+                if size_bits >= 1 && size_bits <= MAX_CNODE_RADIX {
+                    Some(size_bits + SLOT_SIZE_BITS)
+                } else {
+                    None
+                }
+            }
+            ObjectType::Tcb => Some(11),
+            ObjectType::Endpoint => Some(4),
+            ObjectType::Notification => Some(5),
+            ObjectType::VSpace | ObjectType::PageTable | ObjectType::Frame4K => Some(12),
+            ObjectType::Frame2M => Some(21),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn labels_and_types_round_trip() {
+        for label in 1..=21 {
+            let decoded = InvocationLabel::from_label(label).unwrap();
+            assert_eq!(decoded as u64, label);
+        }
+        assert_eq!(InvocationLabel::from_label(0), None);
+        assert_eq!(InvocationLabel::from_label(22), None);
+        for number in 0..=8 {
+            assert_eq!(ObjectType::from_number(number).unwrap() as u64, number);
+        }
+        assert_eq!(ObjectType::from_number(9), None);
+    }
+
+    #[test]
+    fn sizes_check_their_argument() {
+        assert_eq!(ObjectType::CNode.object_size_bits(8), Some(13));
+        assert_eq!(ObjectType::CNode.object_size_bits(0), None);
+        assert_eq!(ObjectType::CNode.object_size_bits(25), None);
+        assert_eq!(ObjectType::Untyped.object_size_bits(3), None);
+        assert_eq!(ObjectType::Untyped.object_size_bits(12), Some(12));
+        assert_eq!(ObjectType::Frame2M.object_size_bits(0), Some(21));
+    }
+}
