@@ -11,8 +11,12 @@
 #[cfg(test)]
 extern crate std;
 
+pub mod cap;
+pub mod cspace;
 pub mod esr;
 pub mod object;
 pub mod pagetable;
 pub mod platform;
 pub mod psci;
+pub mod queue;
+pub mod scheduler;

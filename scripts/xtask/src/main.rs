@@ -12,6 +12,7 @@
 
 mod image;
 mod qemu;
+mod sdcard;
 mod systest;
 
 use std::path::{Path, PathBuf};
@@ -32,6 +33,8 @@ commands:
                                           then every system test in QEMU
   systest  [NAME...]                      only the system tests (all, or those named)
   clippy                                  clippy for the host and the target
+  sdcard                                  an SD card image that boots hyp on a real
+                                          Raspberry Pi 4: build/sdcard/hyp-rpi4-sdcard.img
   bench                                   benchmarks (arrive with the microkernel)
 
 boards: qemu-virt (default), rpi4 (QEMU raspi4b; the image also boots a real Pi 4)";
@@ -76,6 +79,7 @@ fn run(arguments: &[String]) -> Result<(), String> {
         }
         "systest" => systest::run_all(rest),
         "clippy" => clippy(),
+        "sdcard" => sdcard::run(rest),
         "bench" => {
             Err("no benchmarks yet: they arrive with the capability microkernel (issue 3)".into())
         }
