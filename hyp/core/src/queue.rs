@@ -137,7 +137,8 @@ impl Queue {
         self.head
     }
 
-    /// The thread that was queued last (by [`Queue::push_back`]).
+    /// The thread at the back: the last one [`Queue::pop_front`] would
+    /// return.
     pub const fn tail(&self) -> Option<ThreadRef> {
         self.tail
     }
@@ -333,9 +334,9 @@ impl Queue {
     /// not point at the thread returned before it (the head must have no
     /// `prev`), and it stops after the tail. Those checks make it terminate on
     /// any links, even corrupt ones, without a step limit: a thread's `prev`
-    /// names the one thread allowed before it, so the walk can never come back
-    /// to a thread it has returned, and it returns each thread of the store at
-    /// most once.
+    /// names the one thread allowed before it, and the store cannot change
+    /// while it is borrowed, so the walk can never come back to a thread it
+    /// has returned: it returns each thread of the store at most once.
     pub fn iter<'a, S: LinkStore + ?Sized>(&self, store: &'a S) -> Iter<'a, S> {
         Iter {
             store,
@@ -828,7 +829,7 @@ mod tests {
     const MODEL_QUEUES: usize = 3;
 
     fn model_steps() -> usize {
-        if cfg!(miri) { 300 } else { 20_000 }
+        if cfg!(miri) { 150 } else { 20_000 }
     }
 
     fn model_seeds() -> &'static [u64] {
@@ -958,7 +959,7 @@ mod tests {
         // Scribble random links, then run random operations: nothing may
         // panic, every error must leave the store alone, and a walk never
         // returns a thread twice.
-        let rounds = if cfg!(miri) { 40 } else { 2_000 };
+        let rounds = if cfg!(miri) { 15 } else { 2_000 };
         let mut rng = Rng::new(0x00c0_ffee);
         for _ in 0..rounds {
             let mut store = Store::default();

@@ -106,7 +106,7 @@ const fn bitmap_position(priority: u8) -> (usize, u64) {
 /// - Bit `w` of `summary` is set iff `bitmap[w] != 0`; no other bit is set.
 /// - Every thread in `queues[p]` has priority `p` and this core as affinity.
 #[derive(Debug)]
-#[cfg_attr(test, derive(Clone))]
+#[cfg_attr(test, derive(Clone, PartialEq, Eq))]
 struct CoreQueues {
     queues: [Queue; PRIORITY_LEVELS],
     summary: u64,
@@ -170,7 +170,7 @@ enum End {
 /// - A thread is queued (its `queued` link is set) iff it is in exactly one
 ///   queue: the one of its priority on the core of its affinity.
 #[derive(Debug)]
-#[cfg_attr(test, derive(Clone))]
+#[cfg_attr(test, derive(Clone, PartialEq, Eq))]
 pub struct Scheduler {
     cores: [CoreQueues; MAX_CORES],
 }
@@ -466,7 +466,16 @@ mod tests {
 
     /// The order the threads of `core` would be picked in.
     fn pick_order(scheduler: &Scheduler, store: &Store, core: usize) -> Vec<ThreadRef> {
-        pick_orders(scheduler, store).swap_remove(core)
+        let (mut scheduler, mut store) = (scheduler.clone(), store.clone());
+        let mut order = Vec::new();
+        while let Some(thread) = scheduler.pick_next(&mut store, core).unwrap() {
+            order.push(thread);
+            assert!(
+                order.len() <= store.0.len(),
+                "picked more threads than exist"
+            );
+        }
+        order
     }
 
     fn bit_is_set(queues: &CoreQueues, priority: u8) -> bool {
@@ -570,9 +579,9 @@ mod tests {
         assert!(!scheduler.should_preempt(MAX_CORES, 0));
 
         assert_eq!(store.0, before.1.0);
-        assert_eq!(
-            std::format!("{scheduler:?}"),
-            std::format!("{:?}", before.0)
+        assert!(
+            scheduler == before.0,
+            "a refused operation changed the run queues"
         );
         assert_eq!(pick_order(&scheduler, &store, 2), [queued]);
     }
@@ -937,7 +946,7 @@ mod tests {
     #[test]
     fn random_operations_match_a_model() {
         let (steps, seeds): (usize, &[u64]) = if cfg!(miri) {
-            (60, &[0x5eed])
+            (40, &[0x5eed])
         } else {
             (2_500, &[0x5eed, 2, 0xfeed_f00d, 0x0bad_cafe_dead_beef])
         };

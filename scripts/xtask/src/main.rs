@@ -34,6 +34,7 @@ commands:
   systest  [NAME...]                      only the system tests (all, or those named)
   clippy                                  clippy for the host and the target
   miri                                    the kernel-object tests of hyp-core under Miri
+                                          (slow: over 10 minutes; not part of `test`)
   sdcard                                  an SD card image that boots hyp on a real
                                           Raspberry Pi 4: build/sdcard/hyp-rpi4-sdcard.img
   bench                                   benchmarks (arrive with the microkernel)
@@ -76,7 +77,8 @@ fn run(arguments: &[String]) -> Result<(), String> {
             }
             host_tests()?;
             clippy()?;
-            miri()?;
+            // Miri (`cargo xtask miri`) is not part of `test` yet: the
+            // kernel-object tests take over 10 minutes under it on 2 cores.
             systest::run_all(&[])
         }
         "systest" => systest::run_all(rest),
