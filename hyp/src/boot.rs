@@ -23,6 +23,7 @@ use crate::{interrupts, println, smp};
 /// The board this image was linked for (`HYP_BOARD` at build time).
 pub const BOARD: &Board = match board_configs::find(env!("HYP_BOARD")) {
     Some(board) => board,
+    // boot: evaluated at compile time, so a wrong HYP_BOARD fails the build.
     None => panic!("HYP_BOARD names no board in board-configs"),
 };
 
