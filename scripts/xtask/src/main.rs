@@ -34,7 +34,7 @@ commands:
   systest  [NAME...]                      only the system tests (all, or those named)
   clippy                                  clippy for the host and the target
   miri                                    the kernel-object tests of hyp-core under Miri
-                                          (slow: over 10 minutes; not part of `test`)
+                                          (slow: about 10 minutes; not part of `test`)
   sdcard                                  an SD card image that boots hyp on a real
                                           Raspberry Pi 4: build/sdcard/hyp-rpi4-sdcard.img
   bench                                   benchmarks (arrive with the microkernel)
