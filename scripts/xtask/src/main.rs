@@ -78,7 +78,7 @@ fn run(arguments: &[String]) -> Result<(), String> {
             host_tests()?;
             clippy()?;
             // Miri (`cargo xtask miri`) is not part of `test` yet: the
-            // kernel-object tests take over 10 minutes under it on 2 cores.
+            // kernel-object tests take about 10 minutes under it on 2 cores.
             systest::run_all(&[])
         }
         "systest" => systest::run_all(rest),
