@@ -197,7 +197,8 @@ fn unlink(store: &mut impl ObjectStore, slot: SlotRef) -> Option<(Capability, Op
             .slot(current)
             .and_then(|found| found.derivation.next_sibling);
     }
-    let (first_replacement, last_replacement) = match (first_child, last_child) {
+    // Splice the run of children (or nothing) between the siblings.
+    let (run_first, run_last) = match (first_child, last_child) {
         (Some(first), Some(last)) => (Some(first), Some(last)),
         _ => (next_sibling, previous_sibling),
     };
@@ -206,29 +207,16 @@ fn unlink(store: &mut impl ObjectStore, slot: SlotRef) -> Option<(Capability, Op
             links.previous_sibling = previous_sibling
         });
         set_derivation(store, Some(last), |links| links.next_sibling = next_sibling);
-        set_derivation(store, next_sibling, |links| {
-            links.previous_sibling = Some(last)
-        });
-        set_derivation(store, previous_sibling, |links| {
-            links.next_sibling = Some(first)
-        });
-    } else {
-        set_derivation(store, next_sibling, |links| {
-            links.previous_sibling = previous_sibling
-        });
-        set_derivation(store, previous_sibling, |links| {
-            links.next_sibling = next_sibling
-        });
     }
+    set_derivation(store, next_sibling, |links| {
+        links.previous_sibling = run_last
+    });
+    set_derivation(store, previous_sibling, |links| {
+        links.next_sibling = run_first
+    });
     if previous_sibling.is_none() {
-        let new_first = if first_child.is_some() {
-            first_replacement
-        } else {
-            next_sibling
-        };
-        set_derivation(store, parent, |links| links.first_child = new_first);
+        set_derivation(store, parent, |links| links.first_child = run_first);
     }
-    let _ = last_replacement;
     if let Some(found) = store.slot_mut(slot) {
         *found = Slot::EMPTY;
     }
