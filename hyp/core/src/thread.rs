@@ -1,0 +1,79 @@
+//! Threads: the TCB's portable part — the saved user registers, the
+//! scheduling parameters, the queue links, and the state that says what the
+//! thread waits for.
+//!
+//! # Invariants
+//! - `links.queued` is true exactly when the thread is in one queue: a run
+//!   queue when [`ThreadState::Runnable`] and not running, the endpoint's
+//!   queue when blocked on a send or receive, the notification's queue when
+//!   blocked on it; never otherwise.
+//! - A thread [`ThreadState::BlockedOnReply`] is the `caller` of at most one
+//!   thread, and that thread received its `Call`.
+
+use crate::object::{ObjectRef, ThreadRef};
+use crate::queue::Links;
+
+/// The user registers saved when a thread leaves EL0.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct UserContext {
+    /// `x0` to `x30`.
+    pub x: [u64; 31],
+    /// `SP_EL0`.
+    pub sp: u64,
+    /// The PC to resume at (`ELR_EL2`).
+    pub pc: u64,
+    /// The saved `PSTATE` (`SPSR_EL2`).
+    pub spsr: u64,
+}
+
+/// What a thread is doing.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum ThreadState {
+    /// Not started, or suspended: never scheduled.
+    #[default]
+    Inactive,
+    /// Running, or ready in a run queue.
+    Runnable,
+    /// Waiting in `endpoint`'s queue for a receiver.
+    BlockedOnSend {
+        /// The endpoint.
+        endpoint: ObjectRef,
+        /// The badge of the capability it sends through.
+        badge: u64,
+        /// A `Call`: the sender waits for the reply afterwards.
+        call: bool,
+    },
+    /// Waiting in `endpoint`'s queue for a sender.
+    BlockedOnReceive {
+        /// The endpoint.
+        endpoint: ObjectRef,
+    },
+    /// Sent a `Call` that was received; waits for the reply.
+    BlockedOnReply,
+    /// Waiting in `notification`'s queue for a signal.
+    BlockedOnNotification {
+        /// The notification.
+        notification: ObjectRef,
+    },
+}
+
+/// The portable part of a thread control block.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct Tcb {
+    /// What the thread is doing.
+    pub state: ThreadState,
+    /// Its user registers.
+    pub context: UserContext,
+    /// Scheduling priority (255 highest).
+    pub priority: u8,
+    /// The core it runs on.
+    pub affinity: usize,
+    /// Its links in whichever queue holds it.
+    pub links: Links,
+    /// The thread whose `Call` this thread received and has not answered:
+    /// the one-shot reply capability, consumed by `Reply`.
+    pub caller: Option<ThreadRef>,
+    /// A notification bound to the thread: its signals also end a receive
+    /// on an endpoint.
+    pub bound_notification: Option<ObjectRef>,
+}
