@@ -530,4 +530,4 @@ pub fn cancel(
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

@@ -21,4 +21,5 @@ pub mod platform;
 pub mod psci;
 pub mod queue;
 pub mod scheduler;
+pub mod tcb;
 pub mod thread;

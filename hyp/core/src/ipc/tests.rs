@@ -18,10 +18,10 @@ use crate::queue::{LinkStore, Links};
 use crate::scheduler::SchedulerStore;
 
 #[derive(Clone, Debug, Default, PartialEq)]
-struct Store {
-    threads: BTreeMap<ThreadRef, Tcb>,
-    endpoints: BTreeMap<ObjectRef, Endpoint>,
-    notifications: BTreeMap<ObjectRef, Notification>,
+pub(crate) struct Store {
+    pub(crate) threads: BTreeMap<ThreadRef, Tcb>,
+    pub(crate) endpoints: BTreeMap<ObjectRef, Endpoint>,
+    pub(crate) notifications: BTreeMap<ObjectRef, Notification>,
 }
 
 impl LinkStore for Store {
@@ -68,11 +68,11 @@ impl IpcStore for Store {
     }
 }
 
-const ENDPOINT: ObjectRef = ObjectRef(0x1000);
+pub(crate) const ENDPOINT: ObjectRef = ObjectRef(0x1000);
 const OTHER_ENDPOINT: ObjectRef = ObjectRef(0x1010);
-const NOTIFICATION: ObjectRef = ObjectRef(0x2000);
+pub(crate) const NOTIFICATION: ObjectRef = ObjectRef(0x2000);
 
-fn thread(number: u64) -> ThreadRef {
+pub(crate) fn thread(number: u64) -> ThreadRef {
     ObjectRef(0x10_0000 + number * 0x800)
 }
 
@@ -92,7 +92,7 @@ fn notification_capability(badge: u64, rights: Rights) -> Capability {
     }
 }
 
-fn setup(threads: u64) -> (Store, Scheduler) {
+pub(crate) fn setup(threads: u64) -> (Store, Scheduler) {
     let mut store = Store::default();
     for number in 0..threads {
         let tcb = Tcb {
