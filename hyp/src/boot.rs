@@ -172,6 +172,7 @@ extern "C" fn boot_primary(device_tree_address: u64) -> ! {
         platform.cpus.len(),
     );
     provoke_fault_if_asked();
+    provoke_panic_if_asked();
     idle()
 }
 
@@ -379,6 +380,17 @@ fn provoke_fault_if_asked() {
             );
         }
         println!("hyp: the provoked fault did not happen (read {value:#x})");
+    }
+}
+
+/// Debug builds with `provoke-panic`: panic, so the system test sees the
+/// panic report.
+fn provoke_panic_if_asked() {
+    #[cfg(feature = "provoke-panic")]
+    {
+        println!("hyp: provoking a kernel panic");
+        // boot: deliberate, only in the provoke-panic test build.
+        panic!("provoked by the provoke-panic feature");
     }
 }
 

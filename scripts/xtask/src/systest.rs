@@ -117,6 +117,19 @@ pub fn all() -> Vec<SystemTest> {
             forbid: vec!["PANIC"],
         },
         SystemTest {
+            name: "panic-report",
+            board: "qemu-virt",
+            features: &["provoke-panic"],
+            machine: MachineSpec::Virt { gic: 3, cores: 2, at_el2: true },
+            expect: vec![
+                "hyp: provoking a kernel panic".into(),
+                "hyp: PANIC on core 0: panicked at hyp/src/boot.rs:".into(),
+                "provoked by the provoke-panic feature".into(),
+                "hyp: core 0 parked".into(),
+            ],
+            forbid: vec!["unexpected"],
+        },
+        SystemTest {
             name: "entered-at-el1",
             board: "qemu-virt",
             features: &[],
