@@ -120,7 +120,11 @@ pub fn all() -> Vec<SystemTest> {
             name: "panic-report",
             board: "qemu-virt",
             features: &["provoke-panic"],
-            machine: MachineSpec::Virt { gic: 3, cores: 2, at_el2: true },
+            machine: MachineSpec::Virt {
+                gic: 3,
+                cores: 2,
+                at_el2: true,
+            },
             expect: vec![
                 "hyp: provoking a kernel panic".into(),
                 "hyp: PANIC on core 0: panicked at hyp/src/boot.rs:".into(),
