@@ -95,7 +95,39 @@ pub enum Capability {
         rights: Rights,
         /// Device memory (mapped as Device-nGnRE).
         device: bool,
+        /// Where this capability mapped the frame, if it did. Each frame
+        /// capability maps at most once; a copy of it can map elsewhere.
+        mapped: Option<Mapping>,
     },
+    /// A stage-2 address space: its root (level 1) table.
+    VSpace {
+        /// The root table object.
+        object: ObjectRef,
+    },
+    /// A stage-2 table below the root (level 2 or 3). A page-table
+    /// capability is never copied, so a table is linked at most once and
+    /// its one capability knows where.
+    PageTable {
+        /// The table object.
+        object: ObjectRef,
+        /// Where the table is linked, if it is.
+        mapped: Option<Mapping>,
+    },
+}
+
+/// Where a frame or page table is mapped: in which VSpace, at which
+/// intermediate physical address, and at which level of the walk the entry
+/// that points at it is (1 or 2 for a page table, which then serves as a
+/// level 2 or level 3 table; 2 for a 2 MiB frame, 3 for a 4 KiB frame).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Mapping {
+    /// The VSpace (root table) object.
+    pub vspace: ObjectRef,
+    /// The intermediate physical address, aligned to what one entry at
+    /// `level` covers.
+    pub address: u64,
+    /// The level of the table that holds the entry (1, 2 or 3).
+    pub level: u8,
 }
 
 impl Capability {
@@ -113,7 +145,9 @@ impl Capability {
             | Capability::Tcb { object }
             | Capability::Endpoint { object, .. }
             | Capability::Notification { object, .. }
-            | Capability::Frame { object, .. } => Some(object),
+            | Capability::Frame { object, .. }
+            | Capability::VSpace { object }
+            | Capability::PageTable { object, .. } => Some(object),
         }
     }
 
@@ -141,12 +175,16 @@ impl Capability {
     /// A copy with rights reduced to `rights ∩ self.rights()` and, if
     /// `badge` is `Some`, that badge, for `Copy` and `Mint`. `None` if the
     /// capability cannot be derived that way: untyped memory is never
-    /// copied (its memory would be handed out twice), and only an unbadged
-    /// endpoint or notification capability can be badged.
+    /// copied (its memory would be handed out twice), a page table is never
+    /// copied (it could then be linked twice, and at two levels), and only
+    /// an unbadged endpoint or notification capability can be badged. A
+    /// copy of a frame capability starts unmapped.
     pub fn derive(&self, rights: Rights, badge: Option<u64>) -> Option<Capability> {
         let mut derived = *self;
         match &mut derived {
-            Capability::Null | Capability::Untyped { .. } => return None,
+            Capability::Null | Capability::Untyped { .. } | Capability::PageTable { .. } => {
+                return None;
+            }
             Capability::Endpoint {
                 badge: current,
                 rights: current_rights,
@@ -167,14 +205,16 @@ impl Capability {
             }
             Capability::Frame {
                 rights: current_rights,
+                mapped,
                 ..
             } => {
                 if badge.is_some() {
                     return None;
                 }
                 *current_rights = current_rights.intersect(rights);
+                *mapped = None;
             }
-            Capability::CNode { .. } | Capability::Tcb { .. } => {
+            Capability::CNode { .. } | Capability::Tcb { .. } | Capability::VSpace { .. } => {
                 if badge.is_some() {
                     return None;
                 }
@@ -272,5 +312,45 @@ mod tests {
             None,
             "only endpoints and notifications take badges"
         );
+    }
+
+    #[test]
+    fn stage2_capabilities_derive_unmapped_and_unbadged() {
+        let mapping = Some(Mapping {
+            vspace: ObjectRef(0x3000),
+            address: 0x4000,
+            level: 3,
+        });
+        let frame = Capability::Frame {
+            object: ObjectRef(0x1000),
+            size_bits: 12,
+            rights: Rights::READ.union(Rights::WRITE),
+            device: false,
+            mapped: mapping,
+        };
+        assert_eq!(
+            frame.derive(Rights::READ, None),
+            Some(Capability::Frame {
+                object: ObjectRef(0x1000),
+                size_bits: 12,
+                rights: Rights::READ,
+                device: false,
+                mapped: None,
+            }),
+            "a copy starts unmapped, with no more rights"
+        );
+        assert_eq!(frame.derive(Rights::ALL, Some(1)), None);
+        let vspace = Capability::VSpace {
+            object: ObjectRef(0x3000),
+        };
+        assert_eq!(vspace.derive(Rights::READ, None), Some(vspace));
+        assert_eq!(vspace.derive(Rights::ALL, Some(1)), None);
+        let table = Capability::PageTable {
+            object: ObjectRef(0x2000),
+            mapped: None,
+        };
+        assert_eq!(table.derive(Rights::ALL, None), None, "never copied");
+        assert_eq!(table.object(), Some(ObjectRef(0x2000)));
+        assert_eq!(vspace.object(), Some(ObjectRef(0x3000)));
     }
 }

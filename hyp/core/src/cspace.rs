@@ -18,12 +18,17 @@
 //! - `ObjectHeader::capabilities` equals the number of capabilities that
 //!   name the object; the object is destroyed when it reaches 0.
 //! - No capability has rights its parent lacks.
+//! - A capability that leaves its slot leaves no stage-2 entry behind: a
+//!   mapped frame or page table is unmapped first, and a VSpace or page
+//!   table that still has entries is never destroyed (see
+//!   [`crate::vspace`]).
 
 use hyp_abi::invocation::MAX_CNODE_RADIX;
 use hyp_abi::{Error, ObjectType, Rights};
 
 use crate::cap::{Capability, Derivation, Slot, SlotRef};
 use crate::object::{ObjectRef, ObjectStore};
+use crate::vspace;
 
 /// The most objects one retype creates.
 pub const MAX_RETYPE_COUNT: u64 = 256;
@@ -227,6 +232,9 @@ fn unlink(store: &mut impl ObjectStore, slot: SlotRef) -> Option<(Capability, Op
 /// was the last capability, and give the parent untyped its memory back if
 /// it has no descendants left.
 fn finish_removal(store: &mut impl ObjectStore, capability: Capability, parent: Option<SlotRef>) {
+    // A mapped frame or page table must not stay reachable through a
+    // VSpace once its capability is gone (its memory may be reused).
+    vspace::unmap_for_delete(store, capability);
     if let Some(object) = capability.object() {
         count_reference(store, capability, -1);
         if store
@@ -255,17 +263,31 @@ fn finish_removal(store: &mut impl ObjectStore, capability: Capability, parent: 
     }
 }
 
-/// Whether deleting the capability in `slot` would leave a CNode object
-/// with capabilities in it and no capability to reach them.
-fn would_orphan_a_cnode(store: &impl ObjectStore, capability: Capability) -> bool {
+/// Whether deleting `capability` would destroy a container that is not
+/// empty: a CNode with capabilities in it (nothing could reach them any
+/// more), or a VSpace or page table with valid entries (they would stay in
+/// memory that is no table any more). A page-table capability is the only
+/// one to its table, so deleting it always destroys the table.
+fn would_destroy_a_non_empty_container(store: &impl ObjectStore, capability: Capability) -> bool {
     let Some(object) = capability.object() else {
         return false;
     };
-    matches!(capability, Capability::CNode { .. })
-        && store
-            .header(object)
-            .is_some_and(|header| header.capabilities <= 1)
-        && !cnode_is_empty(store, capability)
+    store
+        .header(object)
+        .is_some_and(|header| header.capabilities <= 1)
+        && !container_is_empty(store, capability)
+}
+
+/// Whether the CNode, VSpace or page table that `capability` names holds
+/// nothing (true for every other capability).
+fn container_is_empty(store: &impl ObjectStore, capability: Capability) -> bool {
+    match capability {
+        Capability::CNode { .. } => cnode_is_empty(store, capability),
+        Capability::VSpace { object } | Capability::PageTable { object, .. } => {
+            vspace::table_is_empty(store, object)
+        }
+        _ => true,
+    }
 }
 
 // ---------------------------------------------------------------------------
@@ -309,11 +331,6 @@ pub fn retype(
                 maximum: 47,
             },
         })?;
-    if matches!(object_type, ObjectType::VSpace | ObjectType::PageTable) {
-        // Stage-2 address spaces arrive with the VSpace logic; until then
-        // the kernel refuses to make them rather than make something else.
-        return Err(Error::IllegalOperation);
-    }
     if count == 0 || count > MAX_RETYPE_COUNT {
         return Err(Error::RangeError {
             argument: 3,
@@ -403,14 +420,17 @@ pub fn retype(
                 badge: 0,
                 rights,
             },
-            // Refused in the decode step above; listed so the match is
-            // complete.
-            ObjectType::VSpace | ObjectType::PageTable => Capability::Null,
+            ObjectType::VSpace => Capability::VSpace { object },
+            ObjectType::PageTable => Capability::PageTable {
+                object,
+                mapped: None,
+            },
             ObjectType::Frame4K | ObjectType::Frame2M => Capability::Frame {
                 object,
                 size_bits: object_bits_u8,
                 rights: Rights::READ.union(Rights::WRITE),
                 device,
+                mapped: None,
             },
         };
         if object_type != ObjectType::Untyped {
@@ -512,7 +532,9 @@ pub fn move_capability(
 /// nothing changed: deleting an untyped capability that still has children
 /// ([`Error::RevokeFirst`]: its objects would outlive the record of where
 /// they came from), and deleting the last capability to a CNode that still
-/// holds capabilities ([`Error::IllegalOperation`]: empty it first).
+/// holds capabilities, or to a VSpace or page table that still has valid
+/// entries ([`Error::IllegalOperation`]: empty it first). A mapped frame or
+/// page table is unmapped as its capability goes.
 pub fn delete(store: &mut impl ObjectStore, slot: SlotRef) -> Result<(), Error> {
     let found = *store
         .slot(slot)
@@ -524,7 +546,7 @@ pub fn delete(store: &mut impl ObjectStore, slot: SlotRef) -> Result<(), Error> 
     if matches!(capability, Capability::Untyped { .. }) && found.derivation.first_child.is_some() {
         return Err(Error::RevokeFirst);
     }
-    if would_orphan_a_cnode(store, capability) {
+    if would_destroy_a_non_empty_container(store, capability) {
         return Err(Error::IllegalOperation);
     }
     if let Some((capability, parent)) = unlink(store, slot) {
@@ -536,8 +558,10 @@ pub fn delete(store: &mut impl ObjectStore, slot: SlotRef) -> Result<(), Error> 
 /// `CNode.Revoke`: deletes every capability derived from the one in `slot`
 /// (not the capability itself). An untyped capability gets all its memory
 /// back. Refused, with nothing deleted, if that would destroy a CNode that
-/// still holds capabilities (every capability to it is in the subtree):
-/// empty it first. (Destroying it would mean deleting its contents too,
+/// still holds capabilities, or a VSpace or page table that still has
+/// valid entries (every capability to it is in the subtree): empty it
+/// first. (So a VSpace is torn down by unmapping its frames, then its
+/// page tables, then revoking.) (Destroying it would mean deleting its contents too,
 /// which can nest without bound; seL4 needs "zombie" capabilities and
 /// preemption for that, which this kernel does not have yet.)
 pub fn revoke(store: &mut impl ObjectStore, slot: SlotRef) -> Result<(), Error> {
@@ -551,11 +575,14 @@ pub fn revoke(store: &mut impl ObjectStore, slot: SlotRef) -> Result<(), Error> 
         let Some(found) = store.slot(current) else {
             break;
         };
-        if let Capability::CNode { object, .. } = found.capability {
+        if let Capability::CNode { object, .. }
+        | Capability::VSpace { object }
+        | Capability::PageTable { object, .. } = found.capability
+        {
             let all_in_subtree = store.header(object).is_some_and(|header| {
                 header.capabilities <= capabilities_in_subtree(store, object, slot)
             });
-            if all_in_subtree && !cnode_is_empty(store, found.capability) {
+            if all_in_subtree && !container_is_empty(store, found.capability) {
                 return Err(Error::IllegalOperation);
             }
         }
@@ -628,4 +655,4 @@ fn next_in_subtree(store: &impl ObjectStore, current: SlotRef, root: SlotRef) ->
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

@@ -21,5 +21,7 @@ pub mod platform;
 pub mod psci;
 pub mod queue;
 pub mod scheduler;
+pub mod stage2;
 pub mod tcb;
 pub mod thread;
+pub mod vspace;

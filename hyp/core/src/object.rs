@@ -45,6 +45,9 @@ pub struct ObjectHeader {
 ///   itself, whatever the caller believes.
 /// - `header` / `header_mut` return `None` for anything that is not a live
 ///   object with state.
+/// - `table` / `table_mut` return `None` unless `object` is a live VSpace
+///   or PageTable object: the 512 descriptors of that translation table,
+///   which `create` zeroed.
 pub trait ObjectStore {
     /// The slot, if `slot` names one.
     fn slot(&self, slot: SlotRef) -> Option<&Slot>;
@@ -63,4 +66,8 @@ pub trait ObjectStore {
     fn header(&self, object: ObjectRef) -> Option<&ObjectHeader>;
     /// The header of a live object with state, for writing.
     fn header_mut(&mut self, object: ObjectRef) -> Option<&mut ObjectHeader>;
+    /// The descriptors of a live VSpace or PageTable object.
+    fn table(&self, object: ObjectRef) -> Option<&[u64; 512]>;
+    /// The descriptors of a live VSpace or PageTable object, for writing.
+    fn table_mut(&mut self, object: ObjectRef) -> Option<&mut [u64; 512]>;
 }

@@ -7,6 +7,7 @@
     reason = "test indices and counts are small; a truncation would only weaken a test"
 )]
 
+use std::boxed::Box;
 use std::collections::BTreeMap;
 use std::vec;
 use std::vec::Vec;
@@ -19,18 +20,20 @@ use crate::object::{ObjectHeader, ObjectRef, ObjectStore};
 
 /// An object in the test arena.
 #[derive(Clone, Debug, PartialEq)]
-struct ArenaObject {
-    size: u64,
-    header: Option<ObjectHeader>,
-    slots: Vec<Slot>,
+pub(crate) struct ArenaObject {
+    pub(crate) size: u64,
+    pub(crate) header: Option<ObjectHeader>,
+    pub(crate) slots: Vec<Slot>,
+    /// The descriptors of a VSpace or PageTable object.
+    pub(crate) table: Option<Box<[u64; 512]>>,
 }
 
 /// Kernel memory for the tests: objects by address. `create` panics if the
 /// kernel ever places an object over a live one (untyped memory handed out
 /// twice), `destroy` if it ends an object that does not exist.
 #[derive(Clone, Debug, Default, PartialEq)]
-struct Arena {
-    objects: BTreeMap<u64, ArenaObject>,
+pub(crate) struct Arena {
+    pub(crate) objects: BTreeMap<u64, ArenaObject>,
 }
 
 impl ObjectStore for Arena {
@@ -63,6 +66,8 @@ impl ObjectStore for Arena {
         } else {
             vec![]
         };
+        let table = matches!(kind, ObjectType::VSpace | ObjectType::PageTable)
+            .then(|| Box::new([0u64; 512]));
         let header = has_header.then_some(ObjectHeader {
             kind,
             size_bits,
@@ -74,6 +79,7 @@ impl ObjectStore for Arena {
                 size,
                 header,
                 slots,
+                table,
             },
         );
     }
@@ -89,6 +95,12 @@ impl ObjectStore for Arena {
         assert!(
             removed.slots.iter().all(|slot| slot.capability.is_null()),
             "destroyed a CNode that still holds capabilities"
+        );
+        assert!(
+            removed
+                .table
+                .is_none_or(|table| table.iter().all(|&entry| entry == 0)),
+            "destroyed a translation table that still has entries"
         );
     }
 
@@ -114,22 +126,30 @@ impl ObjectStore for Arena {
     fn header_mut(&mut self, object: ObjectRef) -> Option<&mut ObjectHeader> {
         self.objects.get_mut(&object.0)?.header.as_mut()
     }
+
+    fn table(&self, object: ObjectRef) -> Option<&[u64; 512]> {
+        self.objects.get(&object.0)?.table.as_deref()
+    }
+
+    fn table_mut(&mut self, object: ObjectRef) -> Option<&mut [u64; 512]> {
+        self.objects.get_mut(&object.0)?.table.as_deref_mut()
+    }
 }
 
-const ROOT: ObjectRef = ObjectRef(0x10_0000);
-const ROOT_RADIX: u8 = 6;
-const UNTYPED_BASE: u64 = 0x100_0000;
+pub(crate) const ROOT: ObjectRef = ObjectRef(0x10_0000);
+pub(crate) const ROOT_RADIX: u8 = 6;
+pub(crate) const UNTYPED_BASE: u64 = 0x100_0000;
 const UNTYPED_BITS: u8 = 20;
 const SMALL_UNTYPED_BASE: u64 = 0x200_0000;
 
-fn slot(index: u64) -> SlotRef {
+pub(crate) fn slot(index: u64) -> SlotRef {
     SlotRef { cnode: ROOT, index }
 }
 
 /// A root CNode with two untyped capabilities (1 MiB in slot 0, 64 KiB in
 /// slot 1) and a capability to itself in slot 63, none with a parent, as
 /// the kernel hands them to the root task.
-fn boot() -> Arena {
+pub(crate) fn boot() -> Arena {
     let mut arena = Arena::default();
     arena.create(ROOT, ObjectType::CNode, ROOT_RADIX, false);
     arena.header_mut(ROOT).unwrap().capabilities = 1;
@@ -403,7 +423,7 @@ fn resolve_walks_guards_and_levels() {
 // ---------------------------------------------------------------------------
 // Invariants, checked after every step of the property test.
 
-fn live_slots(arena: &Arena) -> Vec<(SlotRef, Slot)> {
+pub(crate) fn live_slots(arena: &Arena) -> Vec<(SlotRef, Slot)> {
     let mut slots = Vec::new();
     for (&base, object) in &arena.objects {
         for (index, found) in object.slots.iter().enumerate() {
@@ -419,7 +439,7 @@ fn live_slots(arena: &Arena) -> Vec<(SlotRef, Slot)> {
     slots
 }
 
-fn check_invariants(arena: &Arena) {
+pub(crate) fn check_invariants(arena: &Arena) {
     let slots: BTreeMap<SlotRef, Slot> = live_slots(arena).into_iter().collect();
     let mut references: BTreeMap<ObjectRef, u64> = BTreeMap::new();
     for (&at, found) in &slots {
@@ -510,7 +530,7 @@ fn check_invariants(arena: &Arena) {
     }
 }
 
-fn descendants(arena: &Arena, root: SlotRef) -> usize {
+pub(crate) fn descendants(arena: &Arena, root: SlotRef) -> usize {
     let mut count = 0;
     let mut pending = arena
         .slot(root)
