@@ -110,7 +110,7 @@ pub enum ObjectType {
 }
 
 /// log2 of the bytes one CNode slot takes.
-pub const SLOT_SIZE_BITS: u32 = 5;
+pub const SLOT_SIZE_BITS: u32 = 8;
 /// Smallest untyped block (16 bytes).
 pub const MIN_UNTYPED_BITS: u32 = 4;
 /// Largest untyped block (2^47 bytes).
@@ -155,8 +155,8 @@ impl ObjectType {
                 }
             }
             ObjectType::Tcb => Some(11),
-            ObjectType::Endpoint => Some(4),
-            ObjectType::Notification => Some(5),
+            ObjectType::Endpoint => Some(6),
+            ObjectType::Notification => Some(7),
             ObjectType::VSpace | ObjectType::PageTable | ObjectType::Frame4K => Some(12),
             ObjectType::Frame2M => Some(21),
         }
@@ -183,7 +183,7 @@ mod tests {
 
     #[test]
     fn sizes_check_their_argument() {
-        assert_eq!(ObjectType::CNode.object_size_bits(8), Some(13));
+        assert_eq!(ObjectType::CNode.object_size_bits(8), Some(16));
         assert_eq!(ObjectType::CNode.object_size_bits(0), None);
         assert_eq!(ObjectType::CNode.object_size_bits(25), None);
         assert_eq!(ObjectType::Untyped.object_size_bits(3), None);
