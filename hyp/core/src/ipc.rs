@@ -267,6 +267,45 @@ fn enqueue_waiter(
     Ok(())
 }
 
+/// After `caller`'s `Call` reached `callee`: the caller waits for the
+/// reply, the callee holds the one-shot reply capability. A reply
+/// capability the callee still held for an earlier caller is dropped (that
+/// caller keeps waiting, as in seL4, until it is suspended).
+fn pair_for_reply(
+    store: &mut impl IpcStore,
+    caller: ThreadRef,
+    callee: ThreadRef,
+) -> Result<(), IpcError> {
+    if let Some(earlier) = tcb(store, callee)?.caller {
+        with_tcb(store, earlier, |earlier| earlier.reply_holder = None)?;
+    }
+    with_tcb(store, callee, |callee| callee.caller = Some(caller))?;
+    with_tcb(store, caller, |caller| {
+        caller.state = ThreadState::BlockedOnReply;
+        caller.reply_holder = Some(callee);
+    })
+}
+
+/// Ends the reply pairing of `thread` in both directions: the reply
+/// capability it holds, and the one held for it.
+fn unpair(store: &mut impl IpcStore, thread: ThreadRef) -> Result<(), IpcError> {
+    let Tcb {
+        caller,
+        reply_holder,
+        ..
+    } = tcb(store, thread)?;
+    if let Some(caller) = caller {
+        with_tcb(store, caller, |caller| caller.reply_holder = None)?;
+    }
+    if let Some(holder) = reply_holder {
+        with_tcb(store, holder, |holder| holder.caller = None)?;
+    }
+    with_tcb(store, thread, |tcb| {
+        tcb.caller = None;
+        tcb.reply_holder = None;
+    })
+}
+
 /// `Send` (`blocking`), `NbSend` (not `blocking`) and `Call` (`call`) by
 /// the current thread `sender` through `capability`.
 pub fn send(
@@ -297,10 +336,7 @@ pub fn send(
         deliver(store, sender, receiver, badge)?;
         make_runnable(store, scheduler, receiver)?;
         if call {
-            with_tcb(store, receiver, |callee| callee.caller = Some(sender))?;
-            with_tcb(store, sender, |caller| {
-                caller.state = ThreadState::BlockedOnReply
-            })?;
+            pair_for_reply(store, sender, receiver)?;
             return Ok(Outcome::Blocked);
         }
         return Ok(Outcome::Continue);
@@ -355,10 +391,7 @@ pub fn receive(
         };
         deliver(store, sender, receiver, badge)?;
         if call {
-            with_tcb(store, receiver, |callee| callee.caller = Some(sender))?;
-            with_tcb(store, sender, |caller| {
-                caller.state = ThreadState::BlockedOnReply
-            })?;
+            pair_for_reply(store, sender, receiver)?;
         } else {
             make_runnable(store, scheduler, sender)?;
         }
@@ -389,6 +422,7 @@ pub fn reply(
     };
     outgoing_message(store, replier)?;
     with_tcb(store, replier, |tcb| tcb.caller = None)?;
+    with_tcb(store, caller, |tcb| tcb.reply_holder = None)?;
     deliver(store, replier, caller, 0)?;
     make_runnable(store, scheduler, caller)
 }
@@ -496,8 +530,9 @@ fn remove_from_endpoint(
     Ok(())
 }
 
-/// Takes `thread` out of whatever it waits in and makes it inactive (for
-/// `Suspend`, and before its TCB or the object it waits on is destroyed).
+/// Takes `thread` out of whatever it waits in, drops the reply capability
+/// it holds and the one held for it, and makes it inactive (for `Suspend`,
+/// and before its TCB can be destroyed).
 pub fn cancel(
     store: &mut impl IpcStore,
     scheduler: &mut Scheduler,
@@ -524,6 +559,7 @@ pub fn cancel(
                 .ok_or(IpcError::Inconsistent("missing notification"))? = object;
         }
     }
+    unpair(store, thread)?;
     with_tcb(store, thread, |cancelled| {
         cancelled.state = ThreadState::Inactive
     })

@@ -73,6 +73,10 @@ pub struct Tcb {
     /// The thread whose `Call` this thread received and has not answered:
     /// the one-shot reply capability, consumed by `Reply`.
     pub caller: Option<ThreadRef>,
+    /// While this thread waits for a reply: the thread that holds the
+    /// reply capability for it (the reverse of `caller`, so that either
+    /// side can end the pairing when it goes away).
+    pub reply_holder: Option<ThreadRef>,
     /// A notification bound to the thread: its signals also end a receive
     /// on an endpoint.
     pub bound_notification: Option<ObjectRef>,

@@ -448,6 +448,7 @@ fn random_ipc_keeps_queues_states_and_messages_consistent() {
     let mut delivered = BTreeSet::new();
     let mut next_message = 1u64;
     let mut operations_that_ran = [0u32; 5];
+    let mut suspensions = 0u32;
 
     for step in 0..steps {
         // Run a random runnable thread (take it out of the run queue).
@@ -480,6 +481,18 @@ fn random_ipc_keeps_queues_states_and_messages_consistent() {
         let endpoint = endpoints[random(2) as usize];
         let cap = endpoint_capability(endpoint, 0, Rights::ALL);
         let operation = random(5);
+        if std::env::var_os("IPC_TRACE").is_some() {
+            std::eprintln!("step {step}: current {current:?} op {operation} endpoint {endpoint:?}");
+            for (t, tcb) in &store.threads {
+                std::eprintln!(
+                    "    {:x}: {:?} caller {:?} holder {:?}",
+                    t.0,
+                    tcb.state,
+                    tcb.caller,
+                    tcb.reply_holder
+                );
+            }
+        }
         let outcome = match operation {
             0 | 1 => {
                 let message = next_message;
@@ -522,7 +535,22 @@ fn random_ipc_keeps_queues_states_and_messages_consistent() {
                 }
             }
             _ => {
-                if random(2) == 0 {
+                let choice = random(3);
+                if choice == 2 {
+                    // Suspend another thread wherever it is, then resume it:
+                    // its queues and reply pairings must come out clean.
+                    let victim = thread(random(THREADS));
+                    if victim != current {
+                        cancel(&mut store, &mut scheduler, victim).unwrap();
+                        for queue in in_flight.values_mut() {
+                            queue.retain(|&message| store.threads[&victim].context.x[0] != message);
+                        }
+                        store.threads.get_mut(&victim).unwrap().state = ThreadState::Runnable;
+                        scheduler.enqueue(&mut store, victim).unwrap();
+                        suspensions += 1;
+                    }
+                    Outcome::Continue
+                } else if choice == 0 {
                     signal(
                         &mut store,
                         &mut scheduler,
@@ -553,6 +581,7 @@ fn random_ipc_keeps_queues_states_and_messages_consistent() {
             "an operation hardly ran: {operations_that_ran:?}"
         );
     }
+    assert!(suspensions > steps / 50, "only {suspensions} suspensions");
     assert!(
         delivered.len() > steps as usize / 20,
         "only {} messages delivered",
@@ -610,6 +639,18 @@ fn check(store: &Store) {
                 store.threads[&caller].state,
                 ThreadState::BlockedOnReply,
                 "{t:?} holds a reply capability to {caller:?}, which does not wait for it"
+            );
+            assert_eq!(
+                store.threads[&caller].reply_holder,
+                Some(t),
+                "pairing one way only"
+            );
+        }
+        if let Some(holder) = tcb.reply_holder {
+            assert_eq!(
+                store.threads[&holder].caller,
+                Some(t),
+                "pairing one way only"
             );
         }
         if matches!(
