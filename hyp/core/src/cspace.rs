@@ -27,7 +27,9 @@ use hyp_abi::invocation::MAX_CNODE_RADIX;
 use hyp_abi::{Error, ObjectType, Rights};
 
 use crate::cap::{Capability, Derivation, Slot, SlotRef};
+use crate::ipc::{EndpointState, IpcStore};
 use crate::object::{ObjectRef, ObjectStore};
+use crate::thread::ThreadState;
 use crate::vspace;
 
 /// The most objects one retype creates.
@@ -268,7 +270,7 @@ fn finish_removal(store: &mut impl ObjectStore, capability: Capability, parent: 
 /// more), or a VSpace or page table with valid entries (they would stay in
 /// memory that is no table any more). A page-table capability is the only
 /// one to its table, so deleting it always destroys the table.
-fn would_destroy_a_non_empty_container(store: &impl ObjectStore, capability: Capability) -> bool {
+fn would_destroy_a_non_empty_container(store: &impl KernelStore, capability: Capability) -> bool {
     let Some(object) = capability.object() else {
         return false;
     };
@@ -278,17 +280,42 @@ fn would_destroy_a_non_empty_container(store: &impl ObjectStore, capability: Cap
         && !container_is_empty(store, capability)
 }
 
-/// Whether the CNode, VSpace or page table that `capability` names holds
-/// nothing (true for every other capability).
-fn container_is_empty(store: &impl ObjectStore, capability: Capability) -> bool {
+/// Whether the object that `capability` names can end without leaving
+/// something behind that refers to it: a CNode, VSpace or page table that
+/// holds nothing; an endpoint nobody waits on; a notification nobody waits
+/// on and no thread is bound to; a thread that is inactive, bound to no
+/// notification and in no reply pairing (suspend it first). True for every
+/// other capability.
+fn container_is_empty(store: &impl KernelStore, capability: Capability) -> bool {
     match capability {
         Capability::CNode { .. } => cnode_is_empty(store, capability),
         Capability::VSpace { object } | Capability::PageTable { object, .. } => {
             vspace::table_is_empty(store, object)
         }
+        Capability::Endpoint { object, .. } => store
+            .endpoint(object)
+            .is_none_or(|endpoint| endpoint.state == EndpointState::Idle),
+        Capability::Notification { object, .. } => {
+            store.notification(object).is_none_or(|notification| {
+                notification.waiters.is_empty() && notification.bound_thread.is_none()
+            })
+        }
+        Capability::Tcb { object } => store.tcb(object).is_none_or(|tcb| {
+            tcb.state == ThreadState::Inactive
+                && tcb.bound_notification.is_none()
+                && tcb.caller.is_none()
+                && tcb.reply_holder.is_none()
+        }),
         _ => true,
     }
 }
+
+/// The object store the capability operations that can destroy objects
+/// need: memory for objects, and the IPC state that must be idle before an
+/// object ends.
+pub trait KernelStore: ObjectStore + IpcStore {}
+
+impl<T: ObjectStore + IpcStore> KernelStore for T {}
 
 // ---------------------------------------------------------------------------
 // Operations.
@@ -533,9 +560,11 @@ pub fn move_capability(
 /// ([`Error::RevokeFirst`]: its objects would outlive the record of where
 /// they came from), and deleting the last capability to a CNode that still
 /// holds capabilities, or to a VSpace or page table that still has valid
-/// entries ([`Error::IllegalOperation`]: empty it first). A mapped frame or
-/// page table is unmapped as its capability goes.
-pub fn delete(store: &mut impl ObjectStore, slot: SlotRef) -> Result<(), Error> {
+/// entries, or to an endpoint or notification with waiters or a binding,
+/// or to a thread that is not suspended ([`Error::IllegalOperation`]: empty
+/// or suspend it first; nothing may keep referring to an ended object). A
+/// mapped frame or page table is unmapped as its capability goes.
+pub fn delete(store: &mut impl KernelStore, slot: SlotRef) -> Result<(), Error> {
     let found = *store
         .slot(slot)
         .ok_or(Error::InvalidCapability { argument: 1 })?;
@@ -557,14 +586,15 @@ pub fn delete(store: &mut impl ObjectStore, slot: SlotRef) -> Result<(), Error> 
 
 /// `CNode.Revoke`: deletes every capability derived from the one in `slot`
 /// (not the capability itself). An untyped capability gets all its memory
-/// back. Refused, with nothing deleted, if that would destroy a CNode that
-/// still holds capabilities, or a VSpace or page table that still has
-/// valid entries (every capability to it is in the subtree): empty it
-/// first. (So a VSpace is torn down by unmapping its frames, then its
+/// back. Refused, with nothing deleted, if that would destroy an object
+/// that is not idle (every capability to it is in the subtree): a CNode
+/// that still holds capabilities, a VSpace or page table with valid
+/// entries, an endpoint or notification with waiters or a binding, a
+/// thread that is not suspended. Empty or suspend it first. (So a VSpace is torn down by unmapping its frames, then its
 /// page tables, then revoking.) (Destroying it would mean deleting its contents too,
 /// which can nest without bound; seL4 needs "zombie" capabilities and
 /// preemption for that, which this kernel does not have yet.)
-pub fn revoke(store: &mut impl ObjectStore, slot: SlotRef) -> Result<(), Error> {
+pub fn revoke(store: &mut impl KernelStore, slot: SlotRef) -> Result<(), Error> {
     capability_at(store, slot, 1)?;
     // Decode: check every CNode in the subtree, so the invoke below never
     // stops half way.
@@ -575,10 +605,7 @@ pub fn revoke(store: &mut impl ObjectStore, slot: SlotRef) -> Result<(), Error> 
         let Some(found) = store.slot(current) else {
             break;
         };
-        if let Capability::CNode { object, .. }
-        | Capability::VSpace { object }
-        | Capability::PageTable { object, .. } = found.capability
-        {
+        if let Some(object) = found.capability.object() {
             let all_in_subtree = store.header(object).is_some_and(|header| {
                 header.capabilities <= capabilities_in_subtree(store, object, slot)
             });
