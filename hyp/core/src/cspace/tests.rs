@@ -16,7 +16,11 @@ use hyp_abi::{Error, ObjectType, Rights};
 
 use super::*;
 use crate::cap::{Capability, Slot, SlotRef};
-use crate::object::{ObjectHeader, ObjectRef, ObjectStore};
+use crate::ipc::{Endpoint, IpcStore, Notification};
+use crate::object::{ObjectHeader, ObjectRef, ObjectStore, ThreadRef};
+use crate::queue::{LinkStore, Links};
+use crate::scheduler::SchedulerStore;
+use crate::thread::Tcb;
 
 /// An object in the test arena.
 #[derive(Clone, Debug, PartialEq)]
@@ -34,6 +38,16 @@ pub(crate) struct ArenaObject {
 #[derive(Clone, Debug, Default, PartialEq)]
 pub(crate) struct Arena {
     pub(crate) objects: BTreeMap<u64, ArenaObject>,
+    /// The IPC state of TCBs, endpoints and notifications, by address.
+    pub(crate) bodies: BTreeMap<u64, Body>,
+}
+
+/// The state of an object that IPC works on.
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) enum Body {
+    Tcb(Box<Tcb>),
+    Endpoint(Endpoint),
+    Notification(Notification),
 }
 
 impl ObjectStore for Arena {
@@ -73,6 +87,15 @@ impl ObjectStore for Arena {
             size_bits,
             capabilities: 0,
         });
+        let body = match kind {
+            ObjectType::Tcb => Some(Body::Tcb(Box::default())),
+            ObjectType::Endpoint => Some(Body::Endpoint(Endpoint::default())),
+            ObjectType::Notification => Some(Body::Notification(Notification::default())),
+            _ => None,
+        };
+        if let Some(body) = body {
+            self.bodies.insert(object.0, body);
+        }
         self.objects.insert(
             object.0,
             ArenaObject {
@@ -85,6 +108,7 @@ impl ObjectStore for Arena {
     }
 
     fn destroy(&mut self, object: ObjectRef) {
+        self.bodies.remove(&object.0);
         let removed = self.objects.remove(&object.0);
         assert!(
             removed.is_some(),
@@ -133,6 +157,65 @@ impl ObjectStore for Arena {
 
     fn table_mut(&mut self, object: ObjectRef) -> Option<&mut [u64; 512]> {
         self.objects.get_mut(&object.0)?.table.as_deref_mut()
+    }
+}
+
+impl LinkStore for Arena {
+    fn links(&self, thread: ThreadRef) -> Links {
+        self.tcb(thread).map(|tcb| tcb.links).unwrap_or_default()
+    }
+    fn set_links(&mut self, thread: ThreadRef, links: Links) {
+        if let Some(tcb) = self.tcb_mut(thread) {
+            tcb.links = links;
+        }
+    }
+}
+
+impl SchedulerStore for Arena {
+    fn priority(&self, thread: ThreadRef) -> u8 {
+        self.tcb(thread).map_or(0, |tcb| tcb.priority)
+    }
+    fn affinity(&self, thread: ThreadRef) -> usize {
+        self.tcb(thread).map_or(0, |tcb| tcb.affinity)
+    }
+}
+
+impl IpcStore for Arena {
+    fn tcb(&self, thread: ThreadRef) -> Option<&Tcb> {
+        match self.bodies.get(&thread.0)? {
+            Body::Tcb(tcb) => Some(tcb),
+            _ => None,
+        }
+    }
+    fn tcb_mut(&mut self, thread: ThreadRef) -> Option<&mut Tcb> {
+        match self.bodies.get_mut(&thread.0)? {
+            Body::Tcb(tcb) => Some(tcb),
+            _ => None,
+        }
+    }
+    fn endpoint(&self, endpoint: ObjectRef) -> Option<&Endpoint> {
+        match self.bodies.get(&endpoint.0)? {
+            Body::Endpoint(endpoint) => Some(endpoint),
+            _ => None,
+        }
+    }
+    fn endpoint_mut(&mut self, endpoint: ObjectRef) -> Option<&mut Endpoint> {
+        match self.bodies.get_mut(&endpoint.0)? {
+            Body::Endpoint(endpoint) => Some(endpoint),
+            _ => None,
+        }
+    }
+    fn notification(&self, notification: ObjectRef) -> Option<&Notification> {
+        match self.bodies.get(&notification.0)? {
+            Body::Notification(notification) => Some(notification),
+            _ => None,
+        }
+    }
+    fn notification_mut(&mut self, notification: ObjectRef) -> Option<&mut Notification> {
+        match self.bodies.get_mut(&notification.0)? {
+            Body::Notification(notification) => Some(notification),
+            _ => None,
+        }
     }
 }
 
@@ -545,7 +628,7 @@ pub(crate) fn descendants(arena: &Arena, root: SlotRef) -> usize {
 
 #[test]
 fn random_operations_keep_every_invariant() {
-    let steps = if cfg!(miri) { 300 } else { 20_000 };
+    let steps = if cfg!(miri) { 180 } else { 20_000 };
     let mut state = 0x9e37_79b9_7f4a_7c15u64;
     let mut random = move |bound: u64| {
         state ^= state << 13;
@@ -660,4 +743,49 @@ fn random_operations_keep_every_invariant() {
             "operation {operation} succeeded only {count} times"
         );
     }
+}
+
+#[test]
+fn objects_in_use_by_ipc_are_never_destroyed() {
+    use crate::ipc::{self, Outcome};
+    use crate::scheduler::Scheduler;
+    use crate::thread::ThreadState;
+
+    let mut arena = boot();
+    let mut scheduler = Scheduler::new();
+    retype(&mut arena, slot(0), ObjectType::Tcb, 0, slot(2), 1).unwrap();
+    retype(&mut arena, slot(0), ObjectType::Endpoint, 0, slot(3), 1).unwrap();
+    retype(&mut arena, slot(0), ObjectType::Notification, 0, slot(4), 1).unwrap();
+    let tcb = arena.slot(slot(2)).unwrap().capability;
+    let endpoint = arena.slot(slot(3)).unwrap().capability;
+    let thread = tcb.object().unwrap();
+
+    // The thread runs and waits on the endpoint.
+    arena.tcb_mut(thread).unwrap().state = ThreadState::Runnable;
+    assert_eq!(
+        ipc::receive(&mut arena, &mut scheduler, thread, endpoint),
+        Ok(Outcome::Blocked)
+    );
+    let before = arena.clone();
+    assert_eq!(
+        delete(&mut arena, slot(3)),
+        Err(Error::IllegalOperation),
+        "endpoint has a waiter"
+    );
+    assert_eq!(
+        delete(&mut arena, slot(2)),
+        Err(Error::IllegalOperation),
+        "thread not suspended"
+    );
+    assert_eq!(revoke(&mut arena, slot(0)), Err(Error::IllegalOperation));
+    assert_eq!(arena, before);
+
+    // Suspended, everything can go, and the untyped is whole again.
+    ipc::cancel(&mut arena, &mut scheduler, thread).unwrap();
+    revoke(&mut arena, slot(0)).unwrap();
+    assert!(arena.bodies.is_empty());
+    assert!(matches!(
+        arena.slot(slot(0)).unwrap().capability,
+        Capability::Untyped { watermark: 0, .. }
+    ));
 }
