@@ -500,7 +500,7 @@ mod tests {
             state ^= state << 17;
             state
         };
-        let rounds = if cfg!(miri) { 4 } else { 200 };
+        let rounds = if cfg!(miri) { 2 } else { 200 };
         for _round in 0..rounds {
             let mut tables = pool(64);
             let mut builder = TableBuilder::new(&mut tables, POOL_PHYSICAL).unwrap();

@@ -829,7 +829,7 @@ mod tests {
     const MODEL_QUEUES: usize = 3;
 
     fn model_steps() -> usize {
-        if cfg!(miri) { 150 } else { 20_000 }
+        if cfg!(miri) { 50 } else { 20_000 }
     }
 
     fn model_seeds() -> &'static [u64] {
@@ -959,7 +959,7 @@ mod tests {
         // Scribble random links, then run random operations: nothing may
         // panic, every error must leave the store alone, and a walk never
         // returns a thread twice.
-        let rounds = if cfg!(miri) { 15 } else { 2_000 };
+        let rounds = if cfg!(miri) { 3 } else { 2_000 };
         let mut rng = Rng::new(0x00c0_ffee);
         for _ in 0..rounds {
             let mut store = Store::default();

@@ -946,7 +946,7 @@ mod tests {
     #[test]
     fn random_operations_match_a_model() {
         let (steps, seeds): (usize, &[u64]) = if cfg!(miri) {
-            (40, &[0x5eed])
+            (10, &[0x5eed])
         } else {
             (2_500, &[0x5eed, 2, 0xfeed_f00d, 0x0bad_cafe_dead_beef])
         };
