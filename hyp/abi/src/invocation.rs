@@ -20,12 +20,16 @@ pub enum InvocationLabel {
     CNodeDelete = 5,
     /// CNode: `(slot)`: deletes every capability derived from it.
     CNodeRevoke = 6,
-    /// TCB: `(fault endpoint slot, priority)` with CSpace and VSpace
-    /// as extra capabilities 1 and 2, the IPC buffer frame as 3.
+    /// TCB: `(fault endpoint capability pointer, or 0 for none;
+    /// priority)` with the CSpace root CNode and the VSpace as extra
+    /// capabilities 1 and 2. The fault endpoint is looked up in the
+    /// caller's CSpace now, and the thread keeps that capability's object
+    /// and badge.
     TcbConfigure = 7,
-    /// TCB: returns the user registers.
+    /// TCB: returns `(pc, sp, x0, x1, x2, x3, x4, x5)`.
     TcbReadRegisters = 8,
-    /// TCB: `(pc, sp, x0, x1, ...)`.
+    /// TCB: `(pc, sp, x0, x1, ...)`: 2 to 8 words; the thread must be
+    /// suspended.
     TcbWriteRegisters = 9,
     /// TCB: make runnable.
     TcbResume = 10,
@@ -38,7 +42,7 @@ pub enum InvocationLabel {
     /// TCB: `(core)`.
     TcbSetAffinity = 14,
     /// Frame: `(address, rights, attributes)` with the VSpace as extra
-    /// capability 1.
+    /// capability 1; attributes from [`crate::frame_attributes`].
     FrameMap = 15,
     /// Frame: unmap from wherever it is mapped.
     FrameUnmap = 16,
@@ -46,7 +50,8 @@ pub enum InvocationLabel {
     PageTableMap = 17,
     /// PageTable: unmap.
     PageTableUnmap = 18,
-    /// IrqControl: `(irq, destination slot)`: creates an IrqHandler.
+    /// IrqControl: `(irq, destination slot)` with the destination CNode
+    /// as extra capability 1: creates an IrqHandler.
     IrqControlGet = 19,
     /// IrqHandler: notification as extra capability 1.
     IrqHandlerSetNotification = 20,

@@ -65,6 +65,10 @@ pub const CAPABILITY_REGISTER: usize = 9;
 pub const MESSAGE_INFO_REGISTER: usize = 10;
 /// Message registers carried in `x0..x7`.
 pub const REGISTER_MESSAGE_WORDS: usize = 8;
+/// The extra capability pointers of an invocation (capability arguments 1
+/// to 3) travel in `x11`, `x12` and `x13`; `MessageInfo::extra_capabilities`
+/// says how many are meaningful. They are resolved in the caller's CSpace.
+pub const EXTRA_CAPABILITY_REGISTERS: [usize; 3] = [11, 12, 13];
 /// Words a message can have in all: 8 in registers, the rest in the
 /// sender's and receiver's IPC buffers.
 pub const MAX_MESSAGE_WORDS: usize = 64;
@@ -222,13 +226,42 @@ pub mod initial_slots {
     pub const FIRST_FREE: u64 = 7;
 }
 
+/// Where the kernel puts the root task in its address space (its virtual
+/// addresses are its IPAs: native threads have no stage-1 translation).
+pub mod user_layout {
+    /// The boot-info page (read-only); its address is in `x0` at entry.
+    pub const BOOT_INFO: u64 = 0x0020_0000;
+    /// The root task's IPC buffer page (read-write).
+    pub const IPC_BUFFER: u64 = 0x0020_1000;
+    /// The top of the root task's stack (`sp` at entry).
+    pub const STACK_TOP: u64 = 0x0030_0000;
+    /// Pages of stack below [`STACK_TOP`].
+    pub const STACK_PAGES: u64 = 16;
+    /// Where user programs are linked: the root task's ELF segments must
+    /// lie at or above this address, below [`IMAGE_LIMIT`].
+    pub const IMAGE_BASE: u64 = 0x0040_0000;
+    /// The end of the region the root task's image may occupy.
+    pub const IMAGE_LIMIT: u64 = 0x0200_0000;
+}
+
+/// `Frame.Map`'s attribute word (message word 2).
+pub mod frame_attributes {
+    /// Instruction fetches allowed (never for device memory).
+    pub const EXECUTABLE: u64 = 1 << 0;
+    /// Every defined bit.
+    pub const ALL: u64 = EXECUTABLE;
+}
+
 /// The boot-info page the kernel writes for the root task, as words.
 ///
 /// Word layout: 0 magic, 1 version, 2 number of untyped descriptors `n`,
 /// 3 first slot of the untyped capabilities, 4 first empty slot, 5 number
 /// of empty slots (up to the CNode's end), 6 number of cores, 7 the root
-/// CNode's radix (log2 of its slots); then `n` pairs (physical base, `size
-/// bits | device << 8`), in slot order.
+/// CNode's radix (log2 of its slots), 8 first slot of the capabilities to
+/// the root task's image frames, 9 their number (4 KiB frames, in address
+/// order from [`crate::user_layout::IMAGE_BASE`]), 10 the first address
+/// after the image; then `n` pairs (physical base, `size bits | device <<
+/// 8`), in slot order.
 pub mod boot_info {
     /// First word: "hypBOOT\0" as a little-endian u64.
     pub const MAGIC: u64 = u64::from_le_bytes(*b"hypBOOT\0");
@@ -246,8 +279,14 @@ pub mod boot_info {
     pub const CORES: usize = 6;
     /// Word index of the root CNode's radix.
     pub const ROOT_CNODE_RADIX: usize = 7;
+    /// Word index of the first slot of the image frame capabilities.
+    pub const FIRST_IMAGE_FRAME_SLOT: usize = 8;
+    /// Word index of the number of image frames.
+    pub const IMAGE_FRAMES: usize = 9;
+    /// Word index of the first address after the image.
+    pub const IMAGE_END: usize = 10;
     /// Word index of the first untyped descriptor.
-    pub const UNTYPED_DESCRIPTORS: usize = 8;
+    pub const UNTYPED_DESCRIPTORS: usize = 11;
     /// Untyped descriptors that fit in the 4 KiB page.
     pub const MAX_UNTYPED: usize = (4096 / 8 - UNTYPED_DESCRIPTORS) / 2;
 
