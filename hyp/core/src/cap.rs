@@ -104,6 +104,15 @@ pub enum Capability {
         /// The root table object.
         object: ObjectRef,
     },
+    /// Authority to create IRQ handler capabilities.
+    IrqControl,
+    /// Authority over one physical interrupt: which notification it
+    /// signals, and acknowledging it. Never copied, so the interrupt has
+    /// one handler capability and its deletion frees the interrupt.
+    IrqHandler {
+        /// The interrupt number (INTID).
+        irq: u16,
+    },
     /// A stage-2 table below the root (level 2 or 3). A page-table
     /// capability is never copied, so a table is linked at most once and
     /// its one capability knows where.
@@ -140,7 +149,10 @@ impl Capability {
     /// is a range, not an object).
     pub const fn object(&self) -> Option<ObjectRef> {
         match *self {
-            Capability::Null | Capability::Untyped { .. } => None,
+            Capability::Null
+            | Capability::Untyped { .. }
+            | Capability::IrqControl
+            | Capability::IrqHandler { .. } => None,
             Capability::CNode { object, .. }
             | Capability::Tcb { object }
             | Capability::Endpoint { object, .. }
@@ -182,7 +194,10 @@ impl Capability {
     pub fn derive(&self, rights: Rights, badge: Option<u64>) -> Option<Capability> {
         let mut derived = *self;
         match &mut derived {
-            Capability::Null | Capability::Untyped { .. } | Capability::PageTable { .. } => {
+            Capability::Null
+            | Capability::Untyped { .. }
+            | Capability::PageTable { .. }
+            | Capability::IrqHandler { .. } => {
                 return None;
             }
             Capability::Endpoint {
@@ -214,7 +229,10 @@ impl Capability {
                 *current_rights = current_rights.intersect(rights);
                 *mapped = None;
             }
-            Capability::CNode { .. } | Capability::Tcb { .. } | Capability::VSpace { .. } => {
+            Capability::CNode { .. }
+            | Capability::Tcb { .. }
+            | Capability::VSpace { .. }
+            | Capability::IrqControl => {
                 if badge.is_some() {
                     return None;
                 }

@@ -170,7 +170,7 @@ fn insert_child(
     count_reference(store, capability, 1);
 }
 
-fn count_reference(store: &mut impl ObjectStore, capability: Capability, delta: i64) {
+fn count_reference(store: &mut impl ObjectStore, capability: Capability, delta: i32) {
     if let Some(header) = capability
         .object()
         .and_then(|object| store.header_mut(object))
@@ -607,7 +607,7 @@ pub fn revoke(store: &mut impl KernelStore, slot: SlotRef) -> Result<(), Error> 
         };
         if let Some(object) = found.capability.object() {
             let all_in_subtree = store.header(object).is_some_and(|header| {
-                header.capabilities <= capabilities_in_subtree(store, object, slot)
+                u64::from(header.capabilities) <= capabilities_in_subtree(store, object, slot)
             });
             if all_in_subtree && !container_is_empty(store, found.capability) {
                 return Err(Error::IllegalOperation);

@@ -33,7 +33,7 @@ use crate::cap::Capability;
 use crate::object::{ObjectRef, ThreadRef};
 use crate::queue::{Queue, QueueError};
 use crate::scheduler::{Scheduler, SchedulerError, SchedulerStore};
-use crate::thread::{Tcb, ThreadState};
+use crate::thread::{FaultMessage, Tcb, ThreadState};
 
 /// Who waits on an endpoint.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
@@ -192,22 +192,36 @@ fn outgoing_message(store: &impl IpcStore, sender: ThreadRef) -> Result<MessageI
     Ok(info)
 }
 
-/// Copies the message in `from`'s registers to `to`, with `badge`.
+/// Copies the message in `from`'s registers (or its pending fault message)
+/// to `to`, with `badge`.
 fn deliver(
     store: &mut impl IpcStore,
     from: ThreadRef,
     to: ThreadRef,
     badge: u64,
 ) -> Result<(), IpcError> {
-    let source = tcb(store, from)?.context;
-    // Checked when the sender sent; a stored message that no longer
-    // decodes is a kernel bug.
-    let info = MessageInfo::decode(source.x[MESSAGE_INFO_REGISTER])
-        .filter(|info| usize::from(info.length) <= REGISTER_MESSAGE_WORDS)
-        .ok_or(IpcError::Inconsistent("a queued message does not decode"))?;
+    let sender = tcb(store, from)?;
+    let (info, words) = match sender.pending_fault {
+        Some(fault) => {
+            let mut words = [0; REGISTER_MESSAGE_WORDS];
+            let length = usize::from(fault.length).min(fault.words.len());
+            words[..length].copy_from_slice(&fault.words[..length]);
+            (MessageInfo::new(fault.label, fault.length), words)
+        }
+        None => {
+            // Checked when the sender sent; a stored message that no longer
+            // decodes is a kernel bug.
+            let info = MessageInfo::decode(sender.context.x[MESSAGE_INFO_REGISTER])
+                .filter(|info| usize::from(info.length) <= REGISTER_MESSAGE_WORDS)
+                .ok_or(IpcError::Inconsistent("a queued message does not decode"))?;
+            let mut words = [0; REGISTER_MESSAGE_WORDS];
+            words.copy_from_slice(&sender.context.x[..REGISTER_MESSAGE_WORDS]);
+            (info, words)
+        }
+    };
     let length = usize::from(info.length);
     with_tcb(store, to, |receiver| {
-        receiver.context.x[..length].copy_from_slice(&source.x[..length]);
+        receiver.context.x[..length].copy_from_slice(&words[..length]);
         receiver.context.x[CAPABILITY_REGISTER] = badge;
         receiver.context.x[MESSAGE_INFO_REGISTER] = info.encode();
     })
@@ -407,6 +421,10 @@ pub fn receive(
 /// `Reply` by the current thread `replier`: delivers its message to the
 /// thread whose `Call` it received last, and wakes that thread. The reply
 /// capability is used up. Without a caller waiting: `InvalidCapability`.
+///
+/// A reply to a fault does not touch the faulted thread's registers: label
+/// 0 resumes it (at word 0 as its new PC if the reply has a word, else
+/// where it faulted); any other label leaves it stopped (`Inactive`).
 pub fn reply(
     store: &mut impl IpcStore,
     scheduler: &mut Scheduler,
@@ -420,11 +438,70 @@ pub fn reply(
     }) else {
         return Err(IpcError::Refused(Error::InvalidCapability { argument: 0 }));
     };
-    outgoing_message(store, replier)?;
+    let info = outgoing_message(store, replier)?;
     with_tcb(store, replier, |tcb| tcb.caller = None)?;
     with_tcb(store, caller, |tcb| tcb.reply_holder = None)?;
+    if tcb(store, caller)?.pending_fault.is_some() {
+        let new_pc = tcb(store, replier)?.context.x[0];
+        with_tcb(store, caller, |faulted| {
+            faulted.pending_fault = None;
+            if info.label == 0 && info.length >= 1 {
+                faulted.context.pc = new_pc;
+            }
+        })?;
+        if info.label != 0 {
+            return with_tcb(store, caller, |stopped| {
+                stopped.state = ThreadState::Inactive;
+            });
+        }
+        return make_runnable(store, scheduler, caller);
+    }
     deliver(store, replier, caller, 0)?;
     make_runnable(store, scheduler, caller)
+}
+
+/// Why a fault could not be sent.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FaultDelivery {
+    /// The message is on its way (or queued); the thread waits for the
+    /// handler's reply.
+    Sent(Outcome),
+    /// The thread has no fault endpoint: the caller stops it and says so.
+    NoHandler,
+}
+
+/// The current thread `thread` faulted: sends `fault` to its fault endpoint
+/// as if it had made a `Call` there, so the handler's reply resumes it.
+pub fn send_fault(
+    store: &mut impl IpcStore,
+    scheduler: &mut Scheduler,
+    thread: ThreadRef,
+    fault: FaultMessage,
+) -> Result<FaultDelivery, IpcError> {
+    let Some((endpoint, badge)) = tcb(store, thread)?.fault_endpoint else {
+        return Ok(FaultDelivery::NoHandler);
+    };
+    let state = store
+        .endpoint(endpoint)
+        .ok_or(IpcError::Inconsistent("missing fault endpoint"))?
+        .state;
+    with_tcb(store, thread, |faulted| faulted.pending_fault = Some(fault))?;
+    if state == EndpointState::Receiving {
+        let receiver = dequeue_first(store, endpoint)?;
+        deliver(store, thread, receiver, badge)?;
+        make_runnable(store, scheduler, receiver)?;
+        pair_for_reply(store, thread, receiver)?;
+    } else {
+        with_tcb(store, thread, |blocked| {
+            blocked.state = ThreadState::BlockedOnSend {
+                endpoint,
+                badge,
+                call: true,
+            };
+        })?;
+        enqueue_waiter(store, endpoint, thread, EndpointState::Sending)?;
+    }
+    Ok(FaultDelivery::Sent(Outcome::Blocked))
 }
 
 /// `ReplyRecv`: [`reply`] (if there is a caller to reply to), then
@@ -561,7 +638,8 @@ pub fn cancel(
     }
     unpair(store, thread)?;
     with_tcb(store, thread, |cancelled| {
-        cancelled.state = ThreadState::Inactive
+        cancelled.state = ThreadState::Inactive;
+        cancelled.pending_fault = None;
     })
 }
 

@@ -28,7 +28,12 @@ pub struct ObjectHeader {
     pub size_bits: u8,
     /// Capabilities that name the object; the last one's deletion
     /// destroys it.
-    pub capabilities: u64,
+    pub capabilities: u32,
+    /// Other kernel objects that refer to this one without a capability:
+    /// threads using it as their CSpace root, VSpace or fault endpoint,
+    /// interrupts that signal it. While it is not 0 the object is busy and
+    /// its last capability cannot be deleted.
+    pub references: u32,
 }
 
 /// Where kernel objects live. `hyp` implements it over real memory (the

@@ -10,6 +10,7 @@
 //! - A thread [`ThreadState::BlockedOnReply`] is the `caller` of at most one
 //!   thread, and that thread received its `Call`.
 
+use crate::cap::Capability;
 use crate::object::{ObjectRef, ThreadRef};
 use crate::queue::Links;
 
@@ -80,4 +81,26 @@ pub struct Tcb {
     /// A notification bound to the thread: its signals also end a receive
     /// on an endpoint.
     pub bound_notification: Option<ObjectRef>,
+    /// The root of the thread's CSpace (a CNode capability), or `Null`
+    /// until `TCB.Configure`. Its CNode counts this as a reference.
+    pub cspace_root: Capability,
+    /// The thread's VSpace (a stage-2 root table), counted as a reference.
+    pub vspace: Option<ObjectRef>,
+    /// Where the thread's faults go: an endpoint and the badge of the
+    /// capability it was configured with, counted as a reference.
+    pub fault_endpoint: Option<(ObjectRef, u64)>,
+    /// The fault message the thread sends (or has sent and waits for the
+    /// answer to) instead of its registers.
+    pub pending_fault: Option<FaultMessage>,
+}
+
+/// A fault, as the kernel sends it to the thread's fault endpoint.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct FaultMessage {
+    /// The [`hyp_abi::fault::FaultLabel`] as a number.
+    pub label: u64,
+    /// The message words (the layouts in [`hyp_abi::fault`]).
+    pub words: [u64; 4],
+    /// How many of `words` are meaningful.
+    pub length: u8,
 }

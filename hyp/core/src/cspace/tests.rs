@@ -86,6 +86,7 @@ impl ObjectStore for Arena {
             kind,
             size_bits,
             capabilities: 0,
+            references: 0,
         });
         let body = match kind {
             ObjectType::Tcb => Some(Body::Tcb(Box::default())),
@@ -608,7 +609,7 @@ pub(crate) fn check_invariants(arena: &Arena) {
     for (&base, object) in &arena.objects {
         if let Some(header) = object.header {
             let counted = references.get(&ObjectRef(base)).copied().unwrap_or(0);
-            assert_eq!(header.capabilities, counted, "count of {base:#x}");
+            assert_eq!(u64::from(header.capabilities), counted, "count of {base:#x}");
             assert!(counted > 0, "{base:#x} lives without capabilities");
         }
     }
