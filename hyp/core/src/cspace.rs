@@ -30,6 +30,8 @@ use crate::cap::{Capability, Derivation, Slot, SlotRef};
 use crate::ipc::{EndpointState, IpcStore};
 use crate::object::{ObjectRef, ObjectStore};
 use crate::thread::ThreadState;
+use crate::irq::{self, IrqStore};
+use crate::tcb;
 use crate::vspace;
 
 /// The most objects one retype creates.
@@ -233,16 +235,22 @@ fn unlink(store: &mut impl ObjectStore, slot: SlotRef) -> Option<(Capability, Op
 /// After a capability left the tree: uncount it, destroy its object if it
 /// was the last capability, and give the parent untyped its memory back if
 /// it has no descendants left.
-fn finish_removal(store: &mut impl ObjectStore, capability: Capability, parent: Option<SlotRef>) {
+fn finish_removal(store: &mut impl KernelStore, capability: Capability, parent: Option<SlotRef>) {
     // A mapped frame or page table must not stay reachable through a
     // VSpace once its capability is gone (its memory may be reused).
     vspace::unmap_for_delete(store, capability);
+    if let Capability::IrqHandler { irq } = capability {
+        irq::release(store, irq);
+    }
     if let Some(object) = capability.object() {
         count_reference(store, capability, -1);
         if store
             .header(object)
             .is_some_and(|header| header.capabilities == 0)
         {
+            if let Capability::Tcb { object } = capability {
+                tcb::release_references(store, object);
+            }
             store.destroy(object);
         }
     }
@@ -287,6 +295,13 @@ fn would_destroy_a_non_empty_container(store: &impl KernelStore, capability: Cap
 /// notification and in no reply pairing (suspend it first). True for every
 /// other capability.
 fn container_is_empty(store: &impl KernelStore, capability: Capability) -> bool {
+    if capability
+        .object()
+        .and_then(|object| store.header(object))
+        .is_some_and(|header| header.references != 0)
+    {
+        return false;
+    }
     match capability {
         Capability::CNode { .. } => cnode_is_empty(store, capability),
         Capability::VSpace { object } | Capability::PageTable { object, .. } => {
@@ -313,9 +328,9 @@ fn container_is_empty(store: &impl KernelStore, capability: Capability) -> bool 
 /// The object store the capability operations that can destroy objects
 /// need: memory for objects, and the IPC state that must be idle before an
 /// object ends.
-pub trait KernelStore: ObjectStore + IpcStore {}
+pub trait KernelStore: ObjectStore + IpcStore + IrqStore {}
 
-impl<T: ObjectStore + IpcStore> KernelStore for T {}
+impl<T: ObjectStore + IpcStore + IrqStore> KernelStore for T {}
 
 // ---------------------------------------------------------------------------
 // Operations.

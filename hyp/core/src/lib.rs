@@ -15,6 +15,7 @@ pub mod cap;
 pub mod cspace;
 pub mod esr;
 pub mod ipc;
+pub mod irq;
 pub mod layout;
 pub mod object;
 pub mod pagetable;

@@ -16,7 +16,7 @@ use hyp_abi::{Error, MAX_CORES, Rights};
 
 use crate::cap::Capability;
 use crate::ipc::{self, IpcError, IpcStore};
-use crate::object::ThreadRef;
+use crate::object::{ObjectRef, ObjectStore, ThreadRef};
 use crate::scheduler::Scheduler;
 use crate::thread::{ThreadState, UserContext};
 
@@ -185,6 +185,111 @@ pub fn write_registers(
     tcb.context.sp = sp;
     tcb.context.x[..arguments.len()].copy_from_slice(arguments);
     Ok(())
+}
+
+/// What `TCB.Configure` gives a thread, decoded.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Configuration {
+    /// The fault endpoint and the badge of the capability it came from.
+    pub fault_endpoint: Option<(ObjectRef, u64)>,
+    /// The priority (checked against the caller's).
+    pub priority: u64,
+    /// The CSpace root: a CNode capability.
+    pub cspace_root: Capability,
+    /// The VSpace capability.
+    pub vspace: Capability,
+}
+
+/// `TCB.Configure`: gives the suspended thread in `capability` its CSpace,
+/// VSpace, fault endpoint and priority (at most `caller`'s). The objects
+/// it now refers to count the reference (so they stay alive while it
+/// does); the ones it referred to before are released.
+///
+/// Errors, with nothing changed: `InvalidCapability` (0: not a TCB; 1: not
+/// a CNode; 2: not a VSpace; 3: the fault endpoint is not an endpoint
+/// capability with `WRITE` and `GRANT_REPLY`), `RangeError` (word 1: the
+/// priority), `IllegalOperation` (the thread is not suspended).
+pub fn configure(
+    store: &mut (impl IpcStore + ObjectStore),
+    caller: ThreadRef,
+    capability: Capability,
+    configuration: Configuration,
+) -> Result<(), IpcError> {
+    let target = thread_of(capability, 0)?;
+    if !matches!(configuration.cspace_root, Capability::CNode { .. }) {
+        return Err(IpcError::Refused(Error::InvalidCapability { argument: 1 }));
+    }
+    let Capability::VSpace { object: vspace } = configuration.vspace else {
+        return Err(IpcError::Refused(Error::InvalidCapability { argument: 2 }));
+    };
+    let ceiling = priority_of(store, caller)?;
+    let priority = u8::try_from(configuration.priority)
+        .ok()
+        .filter(|priority| *priority <= ceiling)
+        .ok_or(IpcError::Refused(Error::RangeError {
+            argument: 1,
+            minimum: 0,
+            maximum: u64::from(ceiling),
+        }))?;
+    let old = *store
+        .tcb(target)
+        .ok_or(IpcError::Inconsistent("missing thread"))?;
+    if old.state != ThreadState::Inactive {
+        return Err(IpcError::Refused(Error::IllegalOperation));
+    }
+    let new_references = [
+        configuration.cspace_root.object(),
+        Some(vspace),
+        configuration.fault_endpoint.map(|(endpoint, _)| endpoint),
+    ];
+    if new_references
+        .iter()
+        .flatten()
+        .any(|object| store.header(*object).is_none())
+    {
+        return Err(IpcError::Inconsistent("a configured object is not live"));
+    }
+
+    // Invoke.
+    release_references(store, target);
+    for object in new_references.into_iter().flatten() {
+        if let Some(header) = store.header_mut(object) {
+            header.references = header.references.saturating_add(1);
+        }
+    }
+    let tcb = store
+        .tcb_mut(target)
+        .ok_or(IpcError::Inconsistent("missing thread"))?;
+    tcb.cspace_root = configuration.cspace_root;
+    tcb.vspace = Some(vspace);
+    tcb.fault_endpoint = configuration.fault_endpoint;
+    tcb.priority = priority;
+    Ok(())
+}
+
+/// Drops the references the thread holds on its CSpace root, VSpace and
+/// fault endpoint (at `Configure`, and when the thread is destroyed).
+pub fn release_references(store: &mut (impl IpcStore + ObjectStore), thread: ThreadRef) {
+    let Some(tcb) = store.tcb(thread).copied() else {
+        return;
+    };
+    for object in [
+        tcb.cspace_root.object(),
+        tcb.vspace,
+        tcb.fault_endpoint.map(|(endpoint, _)| endpoint),
+    ]
+    .into_iter()
+    .flatten()
+    {
+        if let Some(header) = store.header_mut(object) {
+            header.references = header.references.saturating_sub(1);
+        }
+    }
+    if let Some(tcb) = store.tcb_mut(thread) {
+        tcb.cspace_root = Capability::Null;
+        tcb.vspace = None;
+        tcb.fault_endpoint = None;
+    }
 }
 
 /// `TCB.BindNotification`: binds the notification in `notification` (which

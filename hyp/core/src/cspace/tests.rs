@@ -15,6 +15,7 @@ use std::vec::Vec;
 use hyp_abi::{Error, ObjectType, Rights};
 
 use super::*;
+use crate::irq::IrqTable;
 use crate::cap::{Capability, Slot, SlotRef};
 use crate::ipc::{Endpoint, IpcStore, Notification};
 use crate::object::{ObjectHeader, ObjectRef, ObjectStore, ThreadRef};
@@ -40,6 +41,17 @@ pub(crate) struct Arena {
     pub(crate) objects: BTreeMap<u64, ArenaObject>,
     /// The IPC state of TCBs, endpoints and notifications, by address.
     pub(crate) bodies: BTreeMap<u64, Body>,
+    /// The interrupt table.
+    pub(crate) irqs: Box<IrqTable>,
+}
+
+impl IrqStore for Arena {
+    fn irqs(&self) -> &IrqTable {
+        &self.irqs
+    }
+    fn irqs_mut(&mut self) -> &mut IrqTable {
+        &mut self.irqs
+    }
 }
 
 /// The state of an object that IPC works on.
