@@ -120,6 +120,10 @@ pub const SLOT_SIZE_BITS: u32 = 8;
 pub const MIN_UNTYPED_BITS: u32 = 4;
 /// Largest untyped block (2^47 bytes).
 pub const MAX_UNTYPED_BITS: u32 = 47;
+/// Smallest CNode radix (16 slots: a CNode fills at least a 4 KiB page,
+/// so no two CNodes share a page and the kernel can keep a CNode's
+/// bookkeeping per page).
+pub const MIN_CNODE_RADIX: u32 = 4;
 /// Largest CNode radix (2^24 slots).
 pub const MAX_CNODE_RADIX: u32 = 24;
 
@@ -153,7 +157,7 @@ impl ObjectType {
                 }
             }
             ObjectType::CNode => {
-                if size_bits >= 1 && size_bits <= MAX_CNODE_RADIX {
+                if size_bits >= MIN_CNODE_RADIX && size_bits <= MAX_CNODE_RADIX {
                     Some(size_bits + SLOT_SIZE_BITS)
                 } else {
                     None

@@ -190,7 +190,9 @@ impl Capability {
     /// copied (its memory would be handed out twice), a page table is never
     /// copied (it could then be linked twice, and at two levels), and only
     /// an unbadged endpoint or notification capability can be badged. A
-    /// copy of a frame capability starts unmapped.
+    /// CNode capability without a guard takes one through the badge word
+    /// (`guard_bits | guard << 6`). A copy of a frame capability starts
+    /// unmapped.
     pub fn derive(&self, rights: Rights, badge: Option<u64>) -> Option<Capability> {
         let mut derived = *self;
         match &mut derived {
@@ -229,10 +231,28 @@ impl Capability {
                 *current_rights = current_rights.intersect(rights);
                 *mapped = None;
             }
-            Capability::CNode { .. }
-            | Capability::Tcb { .. }
-            | Capability::VSpace { .. }
-            | Capability::IrqControl => {
+            Capability::CNode {
+                radix,
+                guard,
+                guard_bits,
+                ..
+            } => {
+                // Minting a CNode capability sets its guard (as in seL4):
+                // the badge word is `guard_bits | guard << 6`.
+                if let Some(word) = badge {
+                    let bits = (word & 0x3f) as u8;
+                    let value = word >> 6;
+                    if *guard_bits != 0
+                        || u32::from(bits) + u32::from(*radix) > 64
+                        || (bits < 58 && value >> bits != 0)
+                    {
+                        return None;
+                    }
+                    *guard_bits = bits;
+                    *guard = value;
+                }
+            }
+            Capability::Tcb { .. } | Capability::VSpace { .. } | Capability::IrqControl => {
                 if badge.is_some() {
                     return None;
                 }

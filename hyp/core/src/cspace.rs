@@ -496,6 +496,25 @@ pub fn retype(
     Ok(())
 }
 
+/// Puts `capability`, which has no parent (an original: the kernel made
+/// it, at boot or for `IrqControl.Get`), into the empty slot `slot`.
+/// `DeleteFirst` if the slot is not empty.
+pub fn insert_root(
+    store: &mut impl ObjectStore,
+    slot: SlotRef,
+    capability: Capability,
+) -> Result<(), Error> {
+    require_empty(store, slot, 0)?;
+    if let Some(found) = store.slot_mut(slot) {
+        *found = Slot {
+            capability,
+            derivation: Derivation::default(),
+        };
+    }
+    count_reference(store, capability, 1);
+    Ok(())
+}
+
 /// `CNode.Copy` (`badge` `None`) and `CNode.Mint` (`badge` `Some`): puts a
 /// capability derived from the one in `source`, with `rights` intersected
 /// and the badge set, into the empty slot `destination`, as a child of the

@@ -13,15 +13,18 @@ extern crate std;
 
 pub mod cap;
 pub mod cspace;
+pub mod elf;
 pub mod esr;
 pub mod ipc;
 pub mod irq;
+pub mod kernel;
 pub mod layout;
 pub mod object;
 pub mod pagetable;
 pub mod platform;
 pub mod psci;
 pub mod queue;
+pub mod root_task;
 pub mod scheduler;
 pub mod stage2;
 pub mod tcb;

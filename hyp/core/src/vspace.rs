@@ -373,6 +373,17 @@ pub fn unmap_for_delete(store: &mut impl ObjectStore, capability: Capability) {
     }
 }
 
+/// The table at `level` that the walk for `ipa` in `vspace` reaches, if
+/// every table above it is linked.
+pub fn translate_table(
+    store: &impl ObjectStore,
+    vspace: ObjectRef,
+    ipa: u64,
+    level: u8,
+) -> Option<ObjectRef> {
+    walk_to(store, vspace, ipa, level).ok().map(|(table, _)| table)
+}
+
 /// What `ipa` translates to in the VSpace `vspace`, if it is mapped.
 pub fn translate(store: &impl ObjectStore, vspace: ObjectRef, ipa: u64) -> Option<Translation> {
     if ipa >= IPA_LIMIT {

@@ -421,7 +421,7 @@ fn copy_mint_move_delete() {
 #[test]
 fn a_non_empty_cnode_is_never_destroyed() {
     let mut arena = boot();
-    retype(&mut arena, slot(0), ObjectType::CNode, 2, slot(2), 1).unwrap();
+    retype(&mut arena, slot(0), ObjectType::CNode, 4, slot(2), 1).unwrap();
     let Capability::CNode { object: inner, .. } = arena.slot(slot(2)).unwrap().capability else {
         panic!()
     };
@@ -704,7 +704,7 @@ fn random_operations_keep_every_invariant() {
                 ];
                 let kind = types[random(types.len() as u64) as usize];
                 let size_bits = match kind {
-                    ObjectType::CNode => 1 + random(3),
+                    ObjectType::CNode => 4 + random(2),
                     ObjectType::Untyped => 8 + random(8),
                     _ => 0,
                 };

@@ -1,0 +1,915 @@
+//! The kernel's entry points: what happens on a system call, a user fault,
+//! a timer tick and an interrupt, and which thread runs next.
+//!
+//! The arch layer saves the interrupted thread's registers into its TCB,
+//! takes the big kernel lock, calls one of the `Kernel` methods below, applies
+//! the [`Effects`] it returns (print a character, unmask an interrupt, flush
+//! the stage-2 TLBs, wake other cores), and resumes whichever thread
+//! [`Kernel::current`] names on its core, or idles. Nothing here touches
+//! hardware, so every path is tested on the host.
+//!
+//! A system call is decoded completely before anything changes: a bogus
+//! syscall number, capability pointer, label or argument ends in an error
+//! reply with the precise [`Error`], and the thread carries on.
+//!
+//! # Invariants
+//! - `cores[c].current`, when set, names a thread that is `Runnable`, is in
+//!   no queue, and has affinity `c`, once [`Kernel::schedule`] has run for
+//!   core `c`.
+//! - A thread is the current thread of at most one core.
+
+use hyp_abi::fault::{FaultLabel, instruction_fault, memory_fault};
+use hyp_abi::{
+    CAPABILITY_REGISTER, EXTRA_CAPABILITY_REGISTERS, Error, InvocationLabel, MAX_CORES,
+    MESSAGE_INFO_REGISTER, MessageInfo, ObjectType, REGISTER_MESSAGE_WORDS, Rights,
+    SYSCALL_NUMBER_REGISTER, Syscall, frame_attributes,
+};
+
+use crate::cap::{Capability, SlotRef};
+use crate::cspace::{self, KernelStore};
+use crate::ipc::{self, FaultDelivery, IpcError, Outcome};
+use crate::irq;
+use crate::object::{ObjectRef, ThreadRef};
+use crate::scheduler::{Scheduler, Timeslice};
+use crate::tcb::{self, Configuration};
+use crate::thread::{FaultMessage, ThreadState, UserContext};
+use crate::vspace;
+
+/// VMIDs the kernel hands to VSpaces (VMID 0 is the kernel's own, unused).
+pub const VMIDS: usize = 256;
+
+/// One core's scheduling state.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct CoreState {
+    /// The thread it runs, if any (none: it idles).
+    pub current: Option<ThreadRef>,
+    /// The rest of the current thread's timeslice.
+    pub timeslice: Timeslice,
+}
+
+/// What the arch layer must do after a kernel entry, besides resuming the
+/// current thread.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct Effects {
+    /// `DebugPutChar`: print this byte.
+    pub put_char: Option<u8>,
+    /// Unmask this interrupt at the interrupt controller (`IrqHandler.Ack`).
+    pub unmask_irq: Option<u16>,
+    /// A mapping may have gone: invalidate the stage-2 TLB entries of all
+    /// VMIDs before any thread runs again.
+    pub flush_tlb: bool,
+    /// Cores (bit per core) whose scheduling decision may have changed:
+    /// send them a wake-up interrupt.
+    pub kick_cores: u8,
+    /// Something to report on the console.
+    pub notice: Option<Notice>,
+}
+
+/// An event the console should show.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Notice {
+    /// A thread faulted and has no fault endpoint: it is stopped.
+    UnhandledFault {
+        /// The thread.
+        thread: ThreadRef,
+        /// What happened.
+        fault: FaultMessage,
+    },
+    /// An interrupt arrived that no handler takes; it stays masked.
+    UnhandledIrq {
+        /// The interrupt number.
+        irq: u16,
+    },
+    /// The kernel found its own state inconsistent (a kernel bug); the
+    /// operation was refused.
+    Inconsistent(&'static str),
+}
+
+impl core::fmt::Display for Notice {
+    fn fmt(&self, formatter: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match *self {
+            Notice::UnhandledFault { thread, fault } => {
+                let kind = match FaultLabel::from_label(fault.label) {
+                    Some(FaultLabel::MemoryFault) => "memory fault",
+                    Some(FaultLabel::UndefinedInstruction) => "undefined instruction",
+                    Some(FaultLabel::UnknownSyscall) => "unknown syscall",
+                    None => "fault",
+                };
+                write!(
+                    formatter,
+                    "thread {:#x}: {kind} at pc {:#x}",
+                    thread.0, fault.words[0]
+                )?;
+                if fault.label == FaultLabel::MemoryFault as u64 {
+                    write!(
+                        formatter,
+                        ", address {:#x} ({}), status {:#x}",
+                        fault.words[memory_fault::ADDRESS],
+                        if fault.words[memory_fault::INSTRUCTION] != 0 {
+                            "instruction fetch"
+                        } else {
+                            "data access"
+                        },
+                        fault.words[memory_fault::STATUS]
+                    )?;
+                } else {
+                    write!(
+                        formatter,
+                        ", syndrome {:#x}",
+                        fault.words[instruction_fault::SYNDROME]
+                    )?;
+                }
+                write!(formatter, "; it has no fault handler and is stopped")
+            }
+            Notice::UnhandledIrq { irq } => {
+                write!(formatter, "interrupt {irq} has no handler; masked")
+            }
+            Notice::Inconsistent(what) => {
+                write!(formatter, "kernel bug: inconsistent {what}; request refused")
+            }
+        }
+    }
+}
+
+/// A user fault as the arch layer read it from the syndrome registers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum UserFault {
+    /// A data or instruction abort.
+    Memory {
+        /// The faulting address (IPA).
+        address: u64,
+        /// An instruction fetch.
+        instruction: bool,
+        /// The ESR's ISS.
+        status: u64,
+    },
+    /// An undefined instruction, or any other exception the thread caused.
+    Instruction {
+        /// The whole ESR.
+        syndrome: u64,
+    },
+}
+
+/// The kernel: its objects, its run queues, and each core's current thread.
+#[derive(Debug)]
+pub struct Kernel<S> {
+    /// Where the objects live.
+    pub store: S,
+    /// The run queues.
+    pub scheduler: Scheduler,
+    /// Per core.
+    pub cores: [CoreState; MAX_CORES],
+    /// Cores online.
+    pub online: usize,
+    /// Interrupt numbers below this exist on the interrupt controller.
+    pub irq_limit: u16,
+    /// Interrupts the kernel uses itself (never handed out).
+    pub reserved_irqs: [u16; 2],
+    /// Which VSpace holds each VMID (index 0 unused).
+    pub vmids: [Option<ObjectRef>; VMIDS],
+    /// The VMID handed out last (round robin).
+    next_vmid: usize,
+}
+
+type Reply = Result<(MessageInfo, [u64; REGISTER_MESSAGE_WORDS]), Error>;
+
+fn success(words: &[u64]) -> Reply {
+    let mut message = [0; REGISTER_MESSAGE_WORDS];
+    let length = words.len().min(REGISTER_MESSAGE_WORDS);
+    message[..length].copy_from_slice(&words[..length]);
+    #[allow(
+        clippy::cast_possible_truncation,
+        reason = "at most REGISTER_MESSAGE_WORDS (8)"
+    )]
+    Ok((MessageInfo::new(0, length as u8), message))
+}
+
+/// An invocation's arguments, read from the caller's registers.
+struct Arguments {
+    words: [u64; REGISTER_MESSAGE_WORDS],
+    length: usize,
+    extra: [Option<(SlotRef, Capability)>; 3],
+    extra_errors: [Option<Error>; 3],
+    extra_count: usize,
+}
+
+impl Arguments {
+    fn word(&self, index: usize) -> Result<u64, Error> {
+        if index < self.length {
+            Ok(self.words[index])
+        } else {
+            Err(Error::Truncated)
+        }
+    }
+
+    /// Extra capability `number` (1 to 3).
+    fn capability(&self, number: usize) -> Result<(SlotRef, Capability), Error> {
+        let index = number - 1;
+        #[allow(clippy::cast_possible_truncation, reason = "1 to 3")]
+        let argument = number as u8;
+        if index >= self.extra_count {
+            return Err(Error::InvalidCapability { argument });
+        }
+        if let Some(error) = self.extra_errors[index] {
+            return Err(error);
+        }
+        self.extra[index].ok_or(Error::InvalidCapability { argument })
+    }
+}
+
+fn refused(error: IpcError, effects: &mut Effects) -> Error {
+    match error {
+        IpcError::Refused(error) => error,
+        IpcError::Inconsistent(what) => {
+            effects.notice = Some(Notice::Inconsistent(what));
+            Error::IllegalOperation
+        }
+    }
+}
+
+impl<S: KernelStore> Kernel<S> {
+    /// A kernel over `store` with `online` cores and no thread running.
+    pub fn new(store: S, online: usize, irq_limit: u16, reserved_irqs: [u16; 2]) -> Self {
+        Kernel {
+            store,
+            scheduler: Scheduler::new(),
+            cores: [CoreState::default(); MAX_CORES],
+            online: online.clamp(1, MAX_CORES),
+            irq_limit,
+            reserved_irqs,
+            vmids: [None; VMIDS],
+            next_vmid: 0,
+        }
+    }
+
+    /// The thread `core` runs, if any.
+    pub fn current(&self, core: usize) -> Option<ThreadRef> {
+        self.cores.get(core).and_then(|state| state.current)
+    }
+
+    /// The saved registers of `thread`.
+    pub fn context(&self, thread: ThreadRef) -> Option<&UserContext> {
+        self.store.tcb(thread).map(|tcb| &tcb.context)
+    }
+
+    /// The saved registers of `thread`, for the arch layer to save into.
+    pub fn context_mut(&mut self, thread: ThreadRef) -> Option<&mut UserContext> {
+        self.store.tcb_mut(thread).map(|tcb| &mut tcb.context)
+    }
+
+    /// The VSpace `thread` runs in and its VMID, assigning a VMID if the
+    /// VSpace has none. The second value says that the VMID was taken from
+    /// another VSpace: flush its TLB entries first.
+    pub fn address_space(&mut self, thread: ThreadRef) -> Option<(ObjectRef, u16, bool)> {
+        let vspace = self.store.tcb(thread)?.vspace?;
+        if let Some(vmid) = self.vmids.iter().position(|owner| *owner == Some(vspace)) {
+            #[allow(clippy::cast_possible_truncation, reason = "below VMIDS (256)")]
+            return Some((vspace, vmid as u16, false));
+        }
+        let free = self.vmids.iter().skip(1).position(Option::is_none);
+        let (vmid, recycled) = match free {
+            Some(index) => (index + 1, false),
+            None => {
+                self.next_vmid = self.next_vmid % (VMIDS - 1) + 1;
+                (self.next_vmid, true)
+            }
+        };
+        self.vmids[vmid] = Some(vspace);
+        #[allow(clippy::cast_possible_truncation, reason = "below VMIDS (256)")]
+        Some((vspace, vmid as u16, recycled))
+    }
+
+    /// Forgets VMIDs of VSpaces that no longer exist (after a delete or
+    /// revoke; the arch layer flushes the TLB for those anyway).
+    fn forget_dead_vmids(&mut self) {
+        for owner in &mut self.vmids {
+            if owner.is_some_and(|vspace| self.store.table(vspace).is_none()) {
+                *owner = None;
+            }
+        }
+    }
+
+    /// Makes `thread` the running thread of `core` (boot: the root task).
+    pub fn start(&mut self, core: usize, thread: ThreadRef) -> Result<(), IpcError> {
+        if let Some(tcb) = self.store.tcb_mut(thread) {
+            tcb.state = ThreadState::Runnable;
+            tcb.affinity = core;
+        }
+        self.scheduler.enqueue(&mut self.store, thread)?;
+        Ok(())
+    }
+
+    fn resolve(&self, thread: ThreadRef, pointer: u64, argument: u8) -> Result<(SlotRef, Capability), Error> {
+        let root = self
+            .store
+            .tcb(thread)
+            .map_or(Capability::Null, |tcb| tcb.cspace_root);
+        let slot = cspace::resolve(&self.store, root, pointer, 64, argument)?;
+        let capability = self
+            .store
+            .slot(slot)
+            .map(|found| found.capability)
+            .ok_or(Error::InvalidCapability { argument })?;
+        if capability.is_null() {
+            return Err(Error::InvalidCapability { argument });
+        }
+        Ok((slot, capability))
+    }
+
+    /// The current thread of `core` made a system call (its registers are
+    /// saved in its TCB).
+    pub fn syscall(&mut self, core: usize) -> Effects {
+        let mut effects = Effects::default();
+        let Some(thread) = self.current(core) else {
+            return effects;
+        };
+        let Some(context) = self.context(thread).copied() else {
+            effects.notice = Some(Notice::Inconsistent("current thread"));
+            return effects;
+        };
+        let number = context.x[SYSCALL_NUMBER_REGISTER];
+        let result = match Syscall::from_number(number) {
+            None => Err(Error::IllegalOperation),
+            Some(syscall) => self.dispatch(core, thread, syscall, &context, &mut effects),
+        };
+        match result {
+            Ok(Some(reply)) => self.write_reply(thread, Ok(reply)),
+            Ok(None) => {}
+            Err(error) => self.write_reply(thread, Err(error)),
+        }
+        self.schedule(core, &mut effects);
+        effects
+    }
+
+    fn write_reply(&mut self, thread: ThreadRef, reply: Reply) {
+        let (info, words) = match reply {
+            Ok(reply) => reply,
+            Err(error) => {
+                let details = error.details();
+                let mut words = [0; REGISTER_MESSAGE_WORDS];
+                words[..3].copy_from_slice(&details);
+                (MessageInfo::new(error.code() as u64, 3), words)
+            }
+        };
+        if let Some(tcb) = self.store.tcb_mut(thread) {
+            tcb.context.x[..REGISTER_MESSAGE_WORDS].copy_from_slice(&words);
+            tcb.context.x[MESSAGE_INFO_REGISTER] = info.encode();
+        }
+    }
+
+    /// Runs one system call. `Ok(None)`: the IPC path wrote the thread's
+    /// registers itself (or it blocked); `Ok(Some(..))`: reply with this.
+    fn dispatch(
+        &mut self,
+        core: usize,
+        thread: ThreadRef,
+        syscall: Syscall,
+        context: &UserContext,
+        effects: &mut Effects,
+    ) -> Result<Option<(MessageInfo, [u64; REGISTER_MESSAGE_WORDS])>, Error> {
+        let pointer = context.x[CAPABILITY_REGISTER];
+        let ipc = |result: Result<Outcome, IpcError>, effects: &mut Effects| {
+            result.map(|_| None).map_err(|error| refused(error, effects))
+        };
+        match syscall {
+            Syscall::Call => {
+                let (slot, capability) = self.resolve(thread, pointer, 0)?;
+                if matches!(capability, Capability::Endpoint { .. }) {
+                    let result =
+                        ipc::send(&mut self.store, &mut self.scheduler, thread, capability, true, true);
+                    ipc(result, effects)
+                } else {
+                    self.invoke(core, thread, slot, capability, context, effects)
+                        .map(Some)
+                }
+            }
+            Syscall::Send | Syscall::NbSend => {
+                let (_, capability) = self.resolve(thread, pointer, 0)?;
+                let blocking = syscall == Syscall::Send;
+                let result = ipc::send(
+                    &mut self.store,
+                    &mut self.scheduler,
+                    thread,
+                    capability,
+                    blocking,
+                    false,
+                );
+                ipc(result, effects)
+            }
+            Syscall::Recv => {
+                let (_, capability) = self.resolve(thread, pointer, 0)?;
+                let result = ipc::receive(&mut self.store, &mut self.scheduler, thread, capability);
+                ipc(result, effects)
+            }
+            Syscall::Reply => {
+                let result = ipc::reply(&mut self.store, &mut self.scheduler, thread);
+                result
+                    .map(|()| success(&[]).ok())
+                    .map_err(|error| refused(error, effects))
+            }
+            Syscall::ReplyRecv => {
+                let (_, capability) = self.resolve(thread, pointer, 0)?;
+                let result =
+                    ipc::reply_receive(&mut self.store, &mut self.scheduler, thread, capability);
+                ipc(result, effects)
+            }
+            Syscall::Signal => {
+                let (_, capability) = self.resolve(thread, pointer, 0)?;
+                ipc::signal(&mut self.store, &mut self.scheduler, capability)
+                    .map_err(|error| refused(error, effects))?;
+                success(&[]).map(Some)
+            }
+            Syscall::Wait | Syscall::Poll => {
+                let (_, capability) = self.resolve(thread, pointer, 0)?;
+                let blocking = syscall == Syscall::Wait;
+                let result = ipc::wait(&mut self.store, thread, capability, blocking);
+                ipc(result, effects)
+            }
+            Syscall::Yield => {
+                if let Some(state) = self.cores.get_mut(core) {
+                    state.timeslice = Timeslice::new(0);
+                    state.timeslice.tick();
+                }
+                success(&[]).map(Some)
+            }
+            Syscall::DebugPutChar => {
+                #[allow(clippy::cast_possible_truncation, reason = "the low byte is the character")]
+                {
+                    effects.put_char = Some(context.x[0] as u8);
+                }
+                success(&[]).map(Some)
+            }
+        }
+    }
+
+    fn arguments(&self, thread: ThreadRef, context: &UserContext) -> Result<Arguments, Error> {
+        let info = MessageInfo::decode(context.x[MESSAGE_INFO_REGISTER])
+            .ok_or(Error::InvalidArgument { argument: 0 })?;
+        let mut arguments = Arguments {
+            words: [0; REGISTER_MESSAGE_WORDS],
+            length: usize::from(info.length).min(REGISTER_MESSAGE_WORDS),
+            extra: [None; 3],
+            extra_errors: [None; 3],
+            extra_count: usize::from(info.extra_capabilities),
+        };
+        arguments
+            .words
+            .copy_from_slice(&context.x[..REGISTER_MESSAGE_WORDS]);
+        for index in 0..arguments.extra_count.min(3) {
+            let pointer = context.x[EXTRA_CAPABILITY_REGISTERS[index]];
+            #[allow(clippy::cast_possible_truncation, reason = "1 to 3")]
+            match self.resolve(thread, pointer, index as u8 + 1) {
+                Ok(found) => arguments.extra[index] = Some(found),
+                Err(error) => arguments.extra_errors[index] = Some(error),
+            }
+        }
+        Ok(arguments)
+    }
+
+    /// Decodes and performs an invocation of a kernel object.
+    fn invoke(
+        &mut self,
+        core: usize,
+        thread: ThreadRef,
+        slot: SlotRef,
+        capability: Capability,
+        context: &UserContext,
+        effects: &mut Effects,
+    ) -> Reply {
+        let info = MessageInfo::decode(context.x[MESSAGE_INFO_REGISTER])
+            .ok_or(Error::InvalidArgument { argument: 0 })?;
+        let label = InvocationLabel::from_label(info.label).ok_or(Error::IllegalOperation)?;
+        let arguments = self.arguments(thread, context)?;
+        let ipc_error = |error: IpcError, effects: &mut Effects| refused(error, effects);
+        use InvocationLabel as L;
+        match (label, capability) {
+            (L::UntypedRetype, Capability::Untyped { .. }) => {
+                let object_type = arguments.word(0)?;
+                let object_type = ObjectType::from_number(object_type).ok_or(Error::RangeError {
+                    argument: 0,
+                    minimum: 0,
+                    maximum: ObjectType::Frame2M as u64,
+                })?;
+                let size_bits = arguments.word(1)?;
+                let index = arguments.word(2)?;
+                let count = arguments.word(3)?;
+                let destination = self.cnode_slot(&arguments, 1, index, 2)?;
+                cspace::retype(
+                    &mut self.store,
+                    slot,
+                    object_type,
+                    size_bits,
+                    destination,
+                    count,
+                )?;
+                success(&[])
+            }
+            (L::CNodeCopy | L::CNodeMint, Capability::CNode { .. }) => {
+                let destination = self.own_slot(capability, arguments.word(0)?, 0)?;
+                let source = self.cnode_slot(&arguments, 1, arguments.word(1)?, 1)?;
+                let rights = Rights::from_bits(arguments.word(2)?)
+                    .ok_or(Error::InvalidArgument { argument: 2 })?;
+                let badge = if label == L::CNodeMint {
+                    Some(arguments.word(3)?)
+                } else {
+                    None
+                };
+                cspace::copy(&mut self.store, source, destination, rights, badge)?;
+                success(&[])
+            }
+            (L::CNodeMove, Capability::CNode { .. }) => {
+                let destination = self.own_slot(capability, arguments.word(0)?, 0)?;
+                let source = self.cnode_slot(&arguments, 1, arguments.word(1)?, 1)?;
+                cspace::move_capability(&mut self.store, source, destination)?;
+                success(&[])
+            }
+            (L::CNodeDelete | L::CNodeRevoke, Capability::CNode { .. }) => {
+                let target = self.own_slot(capability, arguments.word(0)?, 0)?;
+                if label == L::CNodeDelete {
+                    cspace::delete(&mut self.store, target)?;
+                } else {
+                    cspace::revoke(&mut self.store, target)?;
+                }
+                effects.flush_tlb = true;
+                self.forget_dead_vmids();
+                self.kick_all_others(core, effects);
+                success(&[])
+            }
+            (L::TcbConfigure, Capability::Tcb { .. }) => {
+                let fault_pointer = arguments.word(0)?;
+                let priority = arguments.word(1)?;
+                let (_, cspace_root) = arguments.capability(1)?;
+                let (_, vspace) = arguments.capability(2)?;
+                let fault_endpoint = if fault_pointer == 0 {
+                    None
+                } else {
+                    match self.resolve(thread, fault_pointer, 3) {
+                        Ok((
+                            _,
+                            Capability::Endpoint {
+                                object,
+                                badge,
+                                rights,
+                            },
+                        )) if rights.contains(Rights::WRITE.union(Rights::GRANT_REPLY)) => {
+                            Some((object, badge))
+                        }
+                        Ok(_) => return Err(Error::InvalidCapability { argument: 3 }),
+                        Err(error) => return Err(error),
+                    }
+                };
+                tcb::configure(
+                    &mut self.store,
+                    thread,
+                    capability,
+                    Configuration {
+                        fault_endpoint,
+                        priority,
+                        cspace_root,
+                        vspace,
+                    },
+                )
+                .map_err(|error| ipc_error(error, effects))?;
+                success(&[])
+            }
+            (L::TcbReadRegisters, Capability::Tcb { .. }) => {
+                let registers = tcb::read_registers(&self.store, capability)
+                    .map_err(|error| ipc_error(error, effects))?;
+                let mut words = [0; 8];
+                words[0] = registers.pc;
+                words[1] = registers.sp;
+                words[2..].copy_from_slice(&registers.x[..6]);
+                success(&words)
+            }
+            (L::TcbWriteRegisters, Capability::Tcb { .. }) => {
+                if arguments.length < 2 {
+                    return Err(Error::Truncated);
+                }
+                tcb::write_registers(
+                    &mut self.store,
+                    capability,
+                    arguments.words[0],
+                    arguments.words[1],
+                    &arguments.words[2..arguments.length],
+                )
+                .map_err(|error| ipc_error(error, effects))?;
+                success(&[])
+            }
+            (L::TcbResume, Capability::Tcb { object }) => {
+                let configured = self
+                    .store
+                    .tcb(object)
+                    .is_some_and(|tcb| tcb.vspace.is_some() && !tcb.cspace_root.is_null());
+                if !configured {
+                    // A thread without a CSpace and VSpace cannot run.
+                    return Err(Error::IllegalOperation);
+                }
+                tcb::resume(&mut self.store, &mut self.scheduler, capability)
+                    .map_err(|error| ipc_error(error, effects))?;
+                self.kick_for(object, core, effects);
+                success(&[])
+            }
+            (L::TcbSuspend, Capability::Tcb { object }) => {
+                tcb::suspend(&mut self.store, &mut self.scheduler, capability)
+                    .map_err(|error| ipc_error(error, effects))?;
+                self.kick_all_others(core, effects);
+                if object == thread {
+                    // Suspended itself: it gets no reply.
+                    return Ok((MessageInfo::new(0, 0), [0; 8]));
+                }
+                success(&[])
+            }
+            (L::TcbSetPriority, Capability::Tcb { object }) => {
+                tcb::set_priority(
+                    &mut self.store,
+                    &mut self.scheduler,
+                    thread,
+                    capability,
+                    arguments.word(0)?,
+                )
+                .map_err(|error| ipc_error(error, effects))?;
+                self.kick_for(object, core, effects);
+                success(&[])
+            }
+            (L::TcbBindNotification, Capability::Tcb { .. }) => {
+                let (_, notification) = arguments.capability(1)?;
+                tcb::bind_notification(&mut self.store, capability, notification)
+                    .map_err(|error| ipc_error(error, effects))?;
+                success(&[])
+            }
+            (L::TcbSetAffinity, Capability::Tcb { object }) => {
+                tcb::set_affinity(
+                    &mut self.store,
+                    &mut self.scheduler,
+                    capability,
+                    arguments.word(0)?,
+                    self.online,
+                )
+                .map_err(|error| ipc_error(error, effects))?;
+                self.kick_for(object, core, effects);
+                success(&[])
+            }
+            (L::FrameMap, Capability::Frame { .. }) => {
+                let address = arguments.word(0)?;
+                let rights = Rights::from_bits(arguments.word(1)?)
+                    .ok_or(Error::InvalidArgument { argument: 1 })?;
+                let attributes = arguments.word(2)?;
+                if attributes & !frame_attributes::ALL != 0 {
+                    return Err(Error::InvalidArgument { argument: 2 });
+                }
+                let (vspace, _) = arguments.capability(1)?;
+                vspace::frame_map(
+                    &mut self.store,
+                    slot,
+                    vspace,
+                    address,
+                    rights,
+                    attributes & frame_attributes::EXECUTABLE != 0,
+                )?;
+                success(&[])
+            }
+            (L::FrameUnmap, Capability::Frame { .. }) => {
+                vspace::frame_unmap(&mut self.store, slot)?;
+                effects.flush_tlb = true;
+                self.kick_all_others(core, effects);
+                success(&[])
+            }
+            (L::PageTableMap, Capability::PageTable { .. }) => {
+                let address = arguments.word(0)?;
+                let (vspace, _) = arguments.capability(1)?;
+                vspace::page_table_map(&mut self.store, slot, vspace, address)?;
+                success(&[])
+            }
+            (L::PageTableUnmap, Capability::PageTable { .. }) => {
+                vspace::page_table_unmap(&mut self.store, slot)?;
+                effects.flush_tlb = true;
+                self.kick_all_others(core, effects);
+                success(&[])
+            }
+            (L::IrqControlGet, Capability::IrqControl) => {
+                let irq = irq::decode_get(
+                    &self.store,
+                    arguments.word(0)?,
+                    self.irq_limit,
+                    &self.reserved_irqs,
+                )?;
+                let destination = self.cnode_slot(&arguments, 1, arguments.word(1)?, 1)?;
+                cspace::insert_root(
+                    &mut self.store,
+                    destination,
+                    Capability::IrqHandler { irq },
+                )?;
+                irq::claim(&mut self.store, irq);
+                success(&[])
+            }
+            (L::IrqHandlerSetNotification, Capability::IrqHandler { .. }) => {
+                let (_, notification) = arguments.capability(1)?;
+                irq::set_notification(&mut self.store, capability, notification)?;
+                success(&[])
+            }
+            (L::IrqHandlerAck, Capability::IrqHandler { .. }) => {
+                effects.unmask_irq = irq::ack(&mut self.store, capability)?;
+                success(&[])
+            }
+            _ => Err(Error::IllegalOperation),
+        }
+    }
+
+    /// Slot `index` of the CNode that capability argument `number` (1..3)
+    /// names; word `word` held the index.
+    fn cnode_slot(
+        &self,
+        arguments: &Arguments,
+        number: usize,
+        index: u64,
+        word: u8,
+    ) -> Result<SlotRef, Error> {
+        let (_, capability) = arguments.capability(number)?;
+        #[allow(clippy::cast_possible_truncation, reason = "1 to 3")]
+        let argument = number as u8;
+        let Capability::CNode { .. } = capability else {
+            return Err(Error::InvalidCapability { argument });
+        };
+        self.own_slot(capability, index, word)
+    }
+
+    /// Slot `index` of the CNode `capability` names (word `word` held the
+    /// index): `RangeError` past its end.
+    fn own_slot(&self, capability: Capability, index: u64, word: u8) -> Result<SlotRef, Error> {
+        let Capability::CNode { object, radix, .. } = capability else {
+            return Err(Error::InvalidCapability { argument: 0 });
+        };
+        let slots = 1u64 << radix;
+        if index >= slots {
+            return Err(Error::RangeError {
+                argument: word,
+                minimum: 0,
+                maximum: slots - 1,
+            });
+        }
+        Ok(SlotRef {
+            cnode: object,
+            index,
+        })
+    }
+
+    fn kick_for(&self, thread: ThreadRef, core: usize, effects: &mut Effects) {
+        if let Some(target) = self.store.tcb(thread).map(|tcb| tcb.affinity)
+            && target != core
+            && target < MAX_CORES
+        {
+            effects.kick_cores |= 1 << target;
+        }
+    }
+
+    fn kick_all_others(&self, core: usize, effects: &mut Effects) {
+        for other in 0..self.online {
+            if other != core {
+                effects.kick_cores |= 1 << other;
+            }
+        }
+    }
+
+    /// The current thread of `core` faulted (its registers are saved).
+    pub fn fault(&mut self, core: usize, fault: UserFault) -> Effects {
+        let mut effects = Effects::default();
+        let Some(thread) = self.current(core) else {
+            return effects;
+        };
+        let pc = self.context(thread).map_or(0, |context| context.pc);
+        let message = match fault {
+            UserFault::Memory {
+                address,
+                instruction,
+                status,
+            } => FaultMessage {
+                label: FaultLabel::MemoryFault as u64,
+                words: [pc, address, u64::from(instruction), status],
+                length: memory_fault::LENGTH,
+            },
+            UserFault::Instruction { syndrome } => FaultMessage {
+                label: FaultLabel::UndefinedInstruction as u64,
+                words: [pc, syndrome, 0, 0],
+                length: instruction_fault::LENGTH,
+            },
+        };
+        match ipc::send_fault(&mut self.store, &mut self.scheduler, thread, message) {
+            Ok(FaultDelivery::Sent(_)) => {}
+            Ok(FaultDelivery::NoHandler) => {
+                if let Some(tcb) = self.store.tcb_mut(thread) {
+                    tcb.state = ThreadState::Inactive;
+                }
+                effects.notice = Some(Notice::UnhandledFault {
+                    thread,
+                    fault: message,
+                });
+            }
+            Err(error) => {
+                refused(error, &mut effects);
+                if let Some(tcb) = self.store.tcb_mut(thread) {
+                    tcb.state = ThreadState::Inactive;
+                }
+            }
+        }
+        self.schedule(core, &mut effects);
+        effects
+    }
+
+    /// A timer tick on `core`: the current thread's timeslice shrinks.
+    pub fn tick(&mut self, core: usize) -> Effects {
+        let mut effects = Effects::default();
+        if let Some(state) = self.cores.get_mut(core) {
+            state.timeslice.tick();
+        }
+        self.schedule(core, &mut effects);
+        effects
+    }
+
+    /// Interrupt `irq` arrived on `core` (the arch layer has masked it).
+    pub fn interrupt(&mut self, core: usize, irq: u16) -> Effects {
+        let mut effects = Effects::default();
+        match irq::raise(&mut self.store, &mut self.scheduler, irq) {
+            Ok(irq::Raised::Signalled) => self.kick_all_others(core, &mut effects),
+            Ok(irq::Raised::Unhandled) => effects.notice = Some(Notice::UnhandledIrq { irq }),
+            Err(error) => {
+                refused(error, &mut effects);
+            }
+        }
+        self.schedule(core, &mut effects);
+        effects
+    }
+
+    /// Re-decides what `core` runs: the current thread unless it stopped
+    /// running, moved to another core, ran out of its timeslice while
+    /// another thread of its priority is ready, or a higher priority is
+    /// ready. Called at the end of every kernel entry.
+    pub fn schedule(&mut self, core: usize, effects: &mut Effects) {
+        if core >= MAX_CORES {
+            return;
+        }
+        if let Some(thread) = self.cores[core].current {
+            let tcb = self.store.tcb(thread).copied();
+            let keep = match tcb {
+                Some(tcb) if tcb.state == ThreadState::Runnable && !tcb.links.queued => {
+                    if tcb.affinity != core {
+                        // Moved away: it runs on its new core.
+                        if self.scheduler.enqueue(&mut self.store, thread).is_err() {
+                            effects.notice = Some(Notice::Inconsistent("run queue"));
+                        }
+                        if tcb.affinity < MAX_CORES {
+                            effects.kick_cores |= 1 << tcb.affinity;
+                        }
+                        false
+                    } else if self.scheduler.should_preempt(core, tcb.priority) {
+                        if self.scheduler.enqueue_front(&mut self.store, thread).is_err() {
+                            effects.notice = Some(Notice::Inconsistent("run queue"));
+                        }
+                        false
+                    } else if self.cores[core].timeslice.is_expired()
+                        && self.scheduler.highest_priority(core) == Some(tcb.priority)
+                    {
+                        if self.scheduler.enqueue(&mut self.store, thread).is_err() {
+                            effects.notice = Some(Notice::Inconsistent("run queue"));
+                        }
+                        false
+                    } else {
+                        true
+                    }
+                }
+                _ => false,
+            };
+            if keep {
+                if self.cores[core].timeslice.is_expired() {
+                    self.cores[core].timeslice.refill();
+                }
+                return;
+            }
+        }
+        let next = match self.scheduler.pick_next(&mut self.store, core) {
+            Ok(next) => next,
+            Err(_) => {
+                effects.notice = Some(Notice::Inconsistent("run queue"));
+                None
+            }
+        };
+        self.cores[core].current = next;
+        self.cores[core].timeslice = Timeslice::default();
+        // Threads woken for other cores: let those cores decide.
+        for other in 0..self.online {
+            if other == core {
+                continue;
+            }
+            let running = self.cores[other]
+                .current
+                .and_then(|thread| self.store.tcb(thread))
+                .map(|tcb| tcb.priority);
+            let wake = match running {
+                Some(priority) => self.scheduler.should_preempt(other, priority),
+                None => self.scheduler.highest_priority(other).is_some(),
+            };
+            if wake {
+                effects.kick_cores |= 1 << other;
+            }
+        }
+    }
+}
