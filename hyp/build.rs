@@ -22,6 +22,7 @@ fn main() {
         std::process::exit(1);
     };
     println!("cargo:rustc-env=HYP_BOARD={}", board.name);
+    embed_root_task();
 
     // Only the bare-metal build links with the kernel's script; the host
     // build of `hyp` is a stub that says how to build the real thing.
@@ -48,4 +49,30 @@ fn main() {
         std::process::exit(1);
     }
     println!("cargo:rustc-link-arg-bins=-T{}", path.display());
+}
+
+/// Copies the root task's ELF (environment variable `HYP_INIT_ELF`, set by
+/// `cargo xtask build`) to `OUT_DIR/init.elf` for `include_bytes!`; without
+/// one, an empty file (the kernel then says it has no root task).
+fn embed_root_task() {
+    println!("cargo:rerun-if-env-changed=HYP_INIT_ELF");
+    let out = PathBuf::from(env::var("OUT_DIR").unwrap_or_else(|_| ".".to_owned()));
+    let destination = out.join("init.elf");
+    let bytes = match env::var("HYP_INIT_ELF") {
+        Ok(path) if !path.is_empty() => {
+            println!("cargo:rerun-if-changed={path}");
+            match fs::read(&path) {
+                Ok(bytes) => bytes,
+                Err(error) => {
+                    eprintln!("error: HYP_INIT_ELF={path}: {error}");
+                    std::process::exit(1);
+                }
+            }
+        }
+        _ => Vec::new(),
+    };
+    if let Err(error) = fs::write(&destination, bytes) {
+        eprintln!("error: cannot write {}: {error}", destination.display());
+        std::process::exit(1);
+    }
 }

@@ -18,7 +18,9 @@ use hyp_core::platform::{self, Gic, Platform, UartKind};
 use crate::arch::registers;
 use crate::arch::{self, mmu};
 use crate::console::{self, ConsoleUart};
-use crate::{interrupts, println, smp};
+use hyp_core::root_task::Region;
+
+use crate::{interrupts, println, smp, threads};
 
 /// The board this image was linked for (`HYP_BOARD` at build time).
 pub const BOARD: &Board = match board_configs::find(env!("HYP_BOARD")) {
@@ -173,7 +175,27 @@ extern "C" fn boot_primary(device_tree_address: u64) -> ! {
     );
     provoke_fault_if_asked();
     provoke_panic_if_asked();
-    idle()
+    let image = arch::image_layout();
+    let map = threads::MemoryMap {
+        ram: &platform.memory,
+        reserved: [
+            Region {
+                base: image.start,
+                size: image.end - image.start,
+            },
+            Region {
+                base: device_tree_address,
+                size: blob.len() as u64,
+            },
+        ],
+    };
+    match threads::start(&map, online) {
+        Ok(()) => threads::run(0),
+        Err(problem) => {
+            println!("hyp: no threads run: {problem}");
+            idle()
+        }
+    }
 }
 
 /// Entered at EL1 (or EL0) instead of EL2, from entry.S with the MMU off
@@ -214,7 +236,7 @@ extern "C" fn boot_secondary(index: usize) -> ! {
     println!("hyp: core {index} online (MPIDR {:#x})", registers::mpidr());
     smp::report_online();
     tick_and_report(index);
-    idle()
+    threads::run(index)
 }
 
 fn total_memory(platform: &Platform) -> u64 {

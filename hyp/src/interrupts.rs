@@ -105,7 +105,95 @@ pub fn init_this_core(index: usize) -> Result<(), InterruptError> {
     let per_core = unsafe { gic.init_this_core(registers::mpidr()) }?;
     let per_core = slot.call_once(|| per_core);
     gic.enable_interrupt(per_core, HYP_TIMER_INTID.load(Ordering::Acquire))?;
+    gic.enable_interrupt(per_core, KICK_SGI)?;
     Ok(())
+}
+
+/// The software-generated interrupt one core sends another to make it
+/// re-decide what it runs.
+pub const KICK_SGI: u32 = 1;
+
+/// The EL2 timer's INTID, once [`init`] ran.
+pub fn hyp_timer_intid() -> u32 {
+    HYP_TIMER_INTID.load(Ordering::Acquire)
+}
+
+/// Interrupts below this number exist on the GIC (0 before [`init`]).
+pub fn interrupt_limit() -> u32 {
+    GIC.get().map_or(0, Gic::number_of_interrupts)
+}
+
+/// What a pending interrupt was, for the scheduler.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Source {
+    /// This core's scheduling tick (re-armed already).
+    Tick,
+    /// Another core asked this one to reschedule.
+    Kick,
+    /// A device interrupt, now masked until its handler acknowledges it.
+    Device(u32),
+}
+
+/// Takes every pending interrupt on this core (IRQs masked), re-arming the
+/// tick and masking device interrupts, and tells `handle` about each.
+pub fn take_pending(mut handle: impl FnMut(Source)) {
+    let Some(gic) = GIC.get() else { return };
+    let core = registers::core_index();
+    let per_core = PER_CORE.get(core).and_then(Once::get);
+    while let Some(acknowledged) = gic.acknowledge() {
+        let intid = acknowledged.intid();
+        let source = if intid == HYP_TIMER_INTID.load(Ordering::Relaxed) {
+            if let Some(ticks) = TICKS.get(core) {
+                ticks.fetch_add(1, Ordering::AcqRel);
+            }
+            // SAFETY: EL2, owner of this core's EL2 timer.
+            unsafe { timer::hyp_timer_arm_in(TICK_INTERVAL.load(Ordering::Acquire).max(1)) };
+            Source::Tick
+        } else if intid == KICK_SGI {
+            Source::Kick
+        } else {
+            if let Some(per_core) = per_core {
+                let _ = gic.disable_interrupt(per_core, intid);
+            }
+            Source::Device(intid)
+        };
+        gic.end_of_interrupt(acknowledged);
+        handle(source);
+    }
+}
+
+/// Unmasks interrupt `intid` on this core (a PPI) or at the distributor.
+pub fn unmask(intid: u32) {
+    let Some(gic) = GIC.get() else { return };
+    if let Some(per_core) = PER_CORE
+        .get(registers::core_index())
+        .and_then(Once::get)
+    {
+        let _ = gic.enable_interrupt(per_core, intid);
+    }
+}
+
+/// Sends the reschedule interrupt to every core in `cores` (bit per core).
+pub fn kick(cores: u8) {
+    let Some(gic) = GIC.get() else { return };
+    for (index, slot) in PER_CORE.iter().enumerate() {
+        if cores & (1 << index) != 0
+            && let Some(target) = slot.get()
+        {
+            let _ = gic.send_sgi(KICK_SGI as u8, target);
+        }
+    }
+}
+
+/// Arms this core's periodic tick every `period_us` without unmasking
+/// IRQs at EL2 (the scheduler takes them from EL0 or while idle).
+pub fn arm_tick(period_us: u64) {
+    // SAFETY: reading the frequency at EL2.
+    let frequency = unsafe { timer::frequency() };
+    let interval = generic_timer::ticks_for(frequency, period_us);
+    TICK_INTERVAL.store(interval, Ordering::Release);
+    // SAFETY: EL2; this core's EL2 timer belongs to this code alone.
+    unsafe { timer::hyp_timer_arm_in(interval) };
 }
 
 /// Starts a periodic EL2 timer interrupt on this core every `period_us`,

@@ -22,9 +22,13 @@ mod console;
 #[cfg(target_os = "none")]
 mod interrupts;
 #[cfg(target_os = "none")]
+mod objects;
+#[cfg(target_os = "none")]
 mod panic;
 #[cfg(target_os = "none")]
 mod smp;
+#[cfg(target_os = "none")]
+mod threads;
 
 #[cfg(not(target_os = "none"))]
 fn main() {

@@ -164,7 +164,7 @@ impl ObjectType {
                 }
             }
             ObjectType::Tcb => Some(11),
-            ObjectType::Endpoint => Some(6),
+            ObjectType::Endpoint => Some(7),
             ObjectType::Notification => Some(7),
             ObjectType::VSpace | ObjectType::PageTable | ObjectType::Frame4K => Some(12),
             ObjectType::Frame2M => Some(21),

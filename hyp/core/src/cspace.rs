@@ -317,6 +317,7 @@ fn container_is_empty(store: &impl KernelStore, capability: Capability) -> bool 
         }
         Capability::Tcb { object } => store.tcb(object).is_none_or(|tcb| {
             tcb.state == ThreadState::Inactive
+                && !tcb.running
                 && tcb.bound_notification.is_none()
                 && tcb.caller.is_none()
                 && tcb.reply_holder.is_none()

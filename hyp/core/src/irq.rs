@@ -46,11 +46,25 @@ pub struct IrqTable {
     pub entries: [IrqEntry; MAX_IRQS],
 }
 
+impl IrqEntry {
+    /// No handler.
+    pub const EMPTY: IrqEntry = IrqEntry {
+        claimed: false,
+        notification: None,
+        waiting_for_ack: false,
+    };
+}
+
+impl IrqTable {
+    /// No interrupt has a handler.
+    pub const EMPTY: IrqTable = IrqTable {
+        entries: [IrqEntry::EMPTY; MAX_IRQS],
+    };
+}
+
 impl Default for IrqTable {
     fn default() -> Self {
-        IrqTable {
-            entries: [IrqEntry::default(); MAX_IRQS],
-        }
+        IrqTable::EMPTY
     }
 }
 

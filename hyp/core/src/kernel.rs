@@ -47,6 +47,14 @@ pub struct CoreState {
     pub timeslice: Timeslice,
 }
 
+impl CoreState {
+    /// Nothing running.
+    pub const IDLE: CoreState = CoreState {
+        current: None,
+        timeslice: Timeslice::new(Timeslice::DEFAULT_TICKS),
+    };
+}
+
 /// What the arch layer must do after a kernel entry, besides resuming the
 /// current thread.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
@@ -229,12 +237,18 @@ fn refused(error: IpcError, effects: &mut Effects) -> Error {
 
 impl<S: KernelStore> Kernel<S> {
     /// A kernel over `store` with `online` cores and no thread running.
-    pub fn new(store: S, online: usize, irq_limit: u16, reserved_irqs: [u16; 2]) -> Self {
+    pub const fn new(store: S, online: usize, irq_limit: u16, reserved_irqs: [u16; 2]) -> Self {
         Kernel {
             store,
             scheduler: Scheduler::new(),
-            cores: [CoreState::default(); MAX_CORES],
-            online: online.clamp(1, MAX_CORES),
+            cores: [CoreState::IDLE; MAX_CORES],
+            online: if online == 0 {
+                1
+            } else if online > MAX_CORES {
+                MAX_CORES
+            } else {
+                online
+            },
             irq_limit,
             reserved_irqs,
             vmids: [None; VMIDS],
@@ -892,6 +906,14 @@ impl<S: KernelStore> Kernel<S> {
                 None
             }
         };
+        if let Some(previous) = self.cores[core].current
+            && let Some(tcb) = self.store.tcb_mut(previous)
+        {
+            tcb.running = false;
+        }
+        if let Some(tcb) = next.and_then(|thread| self.store.tcb_mut(thread)) {
+            tcb.running = true;
+        }
         self.cores[core].current = next;
         self.cores[core].timeslice = Timeslice::default();
         // Threads woken for other cores: let those cores decide.

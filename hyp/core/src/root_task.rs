@@ -261,11 +261,23 @@ pub fn build<S: KernelStore + BootMemory>(
         builder.frame(slot, vspace_slot, address, read_write, false)?;
     }
 
-    // The image, page by page, in address order.
+    // The image, page by page, in address order; its page tables first, so
+    // the image frames' capabilities are consecutive.
     let mut image_end = user_layout::IMAGE_BASE;
-    let first_image_slot = builder.next_slot;
     let mut segments: [Option<crate::elf::Segment<'_>>; crate::elf::MAX_SEGMENTS] = image.segments;
     segments.sort_unstable_by_key(|segment| segment.map_or(u64::MAX, |segment| segment.address));
+    for segment in segments.iter().flatten() {
+        let end = segment.address.saturating_add(segment.memory_size);
+        if segment.address < user_layout::IMAGE_BASE || end > user_layout::IMAGE_LIMIT {
+            return Err(RootTaskError::BadSegment(segment.address));
+        }
+        let mut address = segment.address & !(PAGE - 1);
+        while address < end {
+            builder.ensure_tables(vspace_slot, address)?;
+            address += PAGE;
+        }
+    }
+    let first_image_slot = builder.next_slot;
     for segment in segments.iter().flatten() {
         let end = segment.address.saturating_add(segment.memory_size);
         if segment.address % PAGE != 0

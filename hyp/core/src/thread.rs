@@ -14,8 +14,10 @@ use crate::cap::Capability;
 use crate::object::{ObjectRef, ThreadRef};
 use crate::queue::Links;
 
-/// The user registers saved when a thread leaves EL0.
+/// The user registers saved when a thread leaves EL0. `repr(C)`: the arch
+/// layer's entry code saves into it (with offsets taken from this type).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[repr(C)]
 pub struct UserContext {
     /// `x0` to `x30`.
     pub x: [u64; 31],
@@ -89,6 +91,9 @@ pub struct Tcb {
     /// Where the thread's faults go: an endpoint and the badge of the
     /// capability it was configured with, counted as a reference.
     pub fault_endpoint: Option<(ObjectRef, u64)>,
+    /// Some core has it as its current thread (it may be executing): its
+    /// TCB must not end until that core has switched away.
+    pub running: bool,
     /// The fault message the thread sends (or has sent and waits for the
     /// answer to) instead of its registers.
     pub pending_fault: Option<FaultMessage>,

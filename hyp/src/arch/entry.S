@@ -163,6 +163,19 @@ park:
     b       exception_common
 .endm
 
+// Exceptions from EL0 (native threads): the registers go straight into
+// the current thread's save area, whose address is the first word of the
+// core's CoreBlock (TPIDR_EL2). x0 and x1 are parked on the EL2 stack
+// while that address is found.
+.macro LOWER_VECTOR index
+    .balign 0x80
+    stp     x0, x1, [sp, #-16]!
+    mrs     x0, tpidr_el2
+    ldr     x0, [x0]
+    mov     x1, #\index
+    b       lower_common
+.endm
+
 .section .text.vectors, "ax"
 .balign 0x800
 .global el2_vectors
@@ -175,14 +188,84 @@ el2_vectors:
     VECTOR 5
     VECTOR 6
     VECTOR 7
-    VECTOR 8
-    VECTOR 9
-    VECTOR 10
-    VECTOR 11
+    LOWER_VECTOR 8
+    LOWER_VECTOR 9
+    LOWER_VECTOR 10
+    LOWER_VECTOR 11
     VECTOR 12
     VECTOR 13
     VECTOR 14
     VECTOR 15
+
+lower_common:
+    // x0 = the thread's UserContext, x1 = vector; the thread's x0 and x1
+    // are on the stack.
+    stp     x2, x3, [x0, #({CONTEXT_X} + 2 * 8)]
+    stp     x4, x5, [x0, #({CONTEXT_X} + 4 * 8)]
+    stp     x6, x7, [x0, #({CONTEXT_X} + 6 * 8)]
+    stp     x8, x9, [x0, #({CONTEXT_X} + 8 * 8)]
+    stp     x10, x11, [x0, #({CONTEXT_X} + 10 * 8)]
+    stp     x12, x13, [x0, #({CONTEXT_X} + 12 * 8)]
+    stp     x14, x15, [x0, #({CONTEXT_X} + 14 * 8)]
+    stp     x16, x17, [x0, #({CONTEXT_X} + 16 * 8)]
+    stp     x18, x19, [x0, #({CONTEXT_X} + 18 * 8)]
+    stp     x20, x21, [x0, #({CONTEXT_X} + 20 * 8)]
+    stp     x22, x23, [x0, #({CONTEXT_X} + 22 * 8)]
+    stp     x24, x25, [x0, #({CONTEXT_X} + 24 * 8)]
+    stp     x26, x27, [x0, #({CONTEXT_X} + 26 * 8)]
+    stp     x28, x29, [x0, #({CONTEXT_X} + 28 * 8)]
+    str     x30, [x0, #({CONTEXT_X} + 30 * 8)]
+    ldp     x2, x3, [sp], #16
+    stp     x2, x3, [x0, #{CONTEXT_X}]
+    mrs     x2, sp_el0
+    str     x2, [x0, #{CONTEXT_SP}]
+    mrs     x2, elr_el2
+    str     x2, [x0, #{CONTEXT_PC}]
+    mrs     x2, spsr_el2
+    str     x2, [x0, #{CONTEXT_SPSR}]
+    mov     x0, x1
+    mrs     x1, esr_el2
+    mrs     x2, far_el2
+    bl      handle_lower            // Rust: returns the context to resume
+    // fall through
+
+// Resumes the EL0 thread whose UserContext is at x0: records it as this
+// core's current save area, resets the EL2 stack to its top (nothing on it
+// survives a return to EL0), restores the registers and returns to EL0.
+.global return_to_user
+return_to_user:
+    mrs     x1, tpidr_el2
+    str     x0, [x1]
+    ldr     x2, [x1, #8]            // core index
+    adrp    x3, BOOT_STACKS
+    add     x3, x3, :lo12:BOOT_STACKS
+    add     x2, x2, #1
+    mov     x4, #{STACK_SIZE}
+    madd    x3, x2, x4, x3
+    mov     sp, x3
+    ldr     x2, [x0, #{CONTEXT_SP}]
+    msr     sp_el0, x2
+    ldr     x2, [x0, #{CONTEXT_PC}]
+    msr     elr_el2, x2
+    ldr     x2, [x0, #{CONTEXT_SPSR}]
+    msr     spsr_el2, x2
+    ldp     x2, x3, [x0, #({CONTEXT_X} + 2 * 8)]
+    ldp     x4, x5, [x0, #({CONTEXT_X} + 4 * 8)]
+    ldp     x6, x7, [x0, #({CONTEXT_X} + 6 * 8)]
+    ldp     x8, x9, [x0, #({CONTEXT_X} + 8 * 8)]
+    ldp     x10, x11, [x0, #({CONTEXT_X} + 10 * 8)]
+    ldp     x12, x13, [x0, #({CONTEXT_X} + 12 * 8)]
+    ldp     x14, x15, [x0, #({CONTEXT_X} + 14 * 8)]
+    ldp     x16, x17, [x0, #({CONTEXT_X} + 16 * 8)]
+    ldp     x18, x19, [x0, #({CONTEXT_X} + 18 * 8)]
+    ldp     x20, x21, [x0, #({CONTEXT_X} + 20 * 8)]
+    ldp     x22, x23, [x0, #({CONTEXT_X} + 22 * 8)]
+    ldp     x24, x25, [x0, #({CONTEXT_X} + 24 * 8)]
+    ldp     x26, x27, [x0, #({CONTEXT_X} + 26 * 8)]
+    ldp     x28, x29, [x0, #({CONTEXT_X} + 28 * 8)]
+    ldr     x30, [x0, #({CONTEXT_X} + 30 * 8)]
+    ldp     x0, x1, [x0, #{CONTEXT_X}]
+    eret
 
 exception_common:
     // x0 and x1 are saved; x1 holds the vector index.

@@ -15,6 +15,8 @@ use core::mem::offset_of;
 
 use hyp_abi::MAX_CORES;
 
+use hyp_core::thread::UserContext;
+
 use crate::arch::exception::ExceptionFrame;
 
 /// Bytes of EL2 stack per core.
@@ -73,9 +75,26 @@ global_asm!(
     FRAME_X30 = const offset_of!(ExceptionFrame, x30),
     FRAME_SPSR = const offset_of!(ExceptionFrame, spsr),
     FRAME_FAR = const offset_of!(ExceptionFrame, far),
+    CONTEXT_X = const offset_of!(UserContext, x),
+    CONTEXT_SP = const offset_of!(UserContext, sp),
+    CONTEXT_PC = const offset_of!(UserContext, pc),
+    CONTEXT_SPSR = const offset_of!(UserContext, spsr),
 );
 
+/// Resumes the EL0 thread whose saved registers are at `context`.
+///
+/// # Safety
+/// `context` is the live TCB save area of the thread this core's kernel
+/// state names as current, with an EL0 `spsr`, and stage 2 is set to that
+/// thread's VSpace.
+pub unsafe fn resume_user(context: *const UserContext) -> ! {
+    // SAFETY: the caller's contract; return_to_user never returns.
+    unsafe { return_to_user(context) }
+}
+
 unsafe extern "C" {
+    /// Restores a thread's registers and enters EL0 (see entry.S).
+    fn return_to_user(context: *const UserContext) -> !;
     /// First instruction of a secondary core (see entry.S).
     fn secondary_entry();
     /// The EL2 vector table (see entry.S).

@@ -22,19 +22,148 @@ pub fn physical_address_range() -> u64 {
     ID_AA64MMFR0_EL1.get() & 0xf
 }
 
-/// The logical number of this core (0 = the boot core), kept in `TPIDR_EL2`.
-pub fn core_index() -> usize {
-    // The boot path stores a usize there; on AArch64 a usize is 64 bits.
-    usize::try_from(TPIDR_EL2.get()).unwrap_or(usize::MAX)
+/// Per-core data that entry.S reaches through `TPIDR_EL2`: the save area
+/// of the thread the core runs (word 0) and the core's number (word 1).
+#[repr(C)]
+#[derive(Debug)]
+pub struct CoreBlock {
+    /// Address of the current thread's `UserContext` (0: none).
+    pub context: core::sync::atomic::AtomicU64,
+    /// The core's logical number.
+    pub index: u64,
 }
 
-/// Records this core's logical number.
+/// One [`CoreBlock`] per core.
+pub static CORE_BLOCKS: [CoreBlock; hyp_abi::MAX_CORES] = {
+    let mut blocks = [const {
+        CoreBlock {
+            context: core::sync::atomic::AtomicU64::new(0),
+            index: 0,
+        }
+    }; hyp_abi::MAX_CORES];
+    let mut index = 0;
+    while index < hyp_abi::MAX_CORES {
+        blocks[index].index = index as u64;
+        index += 1;
+    }
+    blocks
+};
+
+/// The logical number of this core (0 = the boot core), found through
+/// `TPIDR_EL2`.
+pub fn core_index() -> usize {
+    let block = TPIDR_EL2.get();
+    CORE_BLOCKS
+        .iter()
+        .position(|candidate| core::ptr::from_ref(candidate) as u64 == block)
+        .unwrap_or(usize::MAX)
+}
+
+/// Points `TPIDR_EL2` at this core's [`CoreBlock`].
 ///
 /// # Safety
 /// Called once per core at boot with the core's own, unique index:
-/// per-core state is found through it.
+/// per-core state (and entry.S's save area) is found through it.
 pub unsafe fn set_core_index(index: usize) {
-    TPIDR_EL2.set(index as u64);
+    if let Some(block) = CORE_BLOCKS.get(index) {
+        TPIDR_EL2.set(core::ptr::from_ref(block) as u64);
+    }
+}
+
+/// `HCR_EL2` while native EL0 threads run: stage 2 on (VM), stage 1 off
+/// with cacheable defaults (DC), everything from EL0 taken to EL2 (TGE),
+/// EL1 AArch64 (RW), SMC trapped (TSC).
+pub const HCR_EL2_NATIVE: u64 = (1 << 31) | (1 << 27) | (1 << 19) | (1 << 12) | 1;
+
+/// `CPTR_EL2` trapping FP/SIMD (TFP): user programs are soft-float, so an
+/// FP instruction is a fault reported to the thread's handler, and no FP
+/// state needs switching.
+pub const CPTR_EL2_TRAP_FP: u64 = 0x33ff | (1 << 10);
+
+/// `VTCR_EL2` for the stage-2 tables `hyp-core` builds: 39-bit IPA
+/// (T0SZ 25) starting at level 1 (SL0 1), write-back cacheable walks,
+/// inner shareable, 4 KiB granule, output size `physical_size` (PARange
+/// encoding, at most 48 bits), RES1 bit 31.
+pub const fn vtcr(physical_size: u64) -> u64 {
+    25 | (0b01 << 6) | (0b01 << 8) | (0b01 << 10) | (0b11 << 12) | (physical_size << 16) | (1 << 31)
+}
+
+/// Sets up this core for running native EL0 threads: `VTCR_EL2`,
+/// `HCR_EL2`, FP traps, and EL0 access to the counters and the virtual
+/// timer (`CNTHCTL_EL2`, `CNTKCTL_EL1`).
+///
+/// # Safety
+/// The EL2 vectors handle exceptions from EL0 (entry.S's lower-EL vectors)
+/// before any thread runs.
+pub unsafe fn set_up_native_threads() {
+    let physical_size = physical_address_range().min(0b101);
+    // SAFETY: configuration registers of stage 2 and the timers; no thread
+    // runs on this core yet, and the values only change what EL0 and
+    // stage 2 do.
+    unsafe {
+        asm!(
+            "msr vtcr_el2, {vtcr}",
+            "msr cnthctl_el2, {cnthctl}",
+            "msr cntkctl_el1, {cntkctl}",
+            "msr cptr_el2, {cptr}",
+            "msr hcr_el2, {hcr}",
+            "isb",
+            vtcr = in(reg) vtcr(physical_size),
+            // EL1PCTEN | EL1PCEN: the physical counter and timer are not
+            // trapped below EL2.
+            cnthctl = in(reg) 0b11u64,
+            // EL0PCTEN | EL0VCTEN | EL0VTEN: EL0 reads both counters and
+            // uses the virtual timer.
+            cntkctl = in(reg) (1u64 << 0) | (1 << 1) | (1 << 8),
+            cptr = in(reg) CPTR_EL2_TRAP_FP,
+            hcr = in(reg) HCR_EL2_NATIVE,
+            options(nostack, preserves_flags)
+        );
+    }
+}
+
+/// Switches stage 2 to the table at `root` with `vmid`.
+///
+/// # Safety
+/// `root` is a live VSpace's root table (zeroed or filled by `hyp-core`'s
+/// stage-2 code) that stays live while any thread runs in it; TLB entries
+/// tagged with `vmid` belong to this VSpace (flushed when a VMID is
+/// recycled).
+pub unsafe fn set_stage2(root: u64, vmid: u16) {
+    let vttbr = root | (u64::from(vmid & 0xff) << 48);
+    // SAFETY: the caller's contract.
+    unsafe { asm!("msr vttbr_el2, {}", "isb", in(reg) vttbr, options(nostack, preserves_flags)) };
+}
+
+/// Invalidates every stage-1-and-2 TLB entry of the EL1&0 regime, for all
+/// VMIDs, on all cores (after a mapping was removed or a VMID recycled).
+pub fn flush_guest_tlbs() {
+    // SAFETY: TLB invalidation only drops cached translations; the tables
+    // are the truth.
+    unsafe {
+        asm!(
+            "dsb ishst",
+            "tlbi alle1is",
+            "dsb ish",
+            "isb",
+            options(nostack, preserves_flags)
+        );
+    }
+}
+
+/// Makes `[start, start + size)` just written by the kernel visible to
+/// instruction fetches (root task image at boot).
+pub fn sync_instruction_cache(start: u64, size: u64) {
+    let line = data_cache_line_size();
+    let mut address = start & !(line - 1);
+    while address < start.saturating_add(size) {
+        // SAFETY: cleaning a mapped line to the point of unification only
+        // writes back data; it does not change what a read returns.
+        unsafe { asm!("dc cvau, {}", in(reg) address, options(nostack, preserves_flags)) };
+        address += line;
+    }
+    // SAFETY: barriers and an instruction-cache invalidation only.
+    unsafe { asm!("dsb ish", "ic ialluis", "dsb ish", "isb", options(nostack, preserves_flags)) };
 }
 
 /// Installs the EL2 exception vector table.
@@ -191,6 +320,12 @@ pub fn send_event() {
     barrier::dsb(barrier::SY);
     // SAFETY: SEV only signals other cores; it reads and writes no memory.
     unsafe { asm!("sev", options(nomem, nostack, preserves_flags)) };
+}
+
+/// Waits for an event (`SEV` from another core) or an interrupt.
+pub fn wait_for_event() {
+    // SAFETY: WFE only pauses the core until an event or interrupt.
+    unsafe { asm!("wfe", options(nomem, nostack, preserves_flags)) };
 }
 
 /// Waits for an interrupt.

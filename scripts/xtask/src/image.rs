@@ -25,16 +25,39 @@ pub struct Built {
 /// `build/images/<board>[+features]/`.
 pub fn build(board: &str, features: &[String]) -> Result<Built, String> {
     let spec = board_configs::find(board).ok_or_else(|| format!("unknown board `{board}`"))?;
+    let root = workspace_root();
+    // The root task first: hyp embeds it. Features `init/<name>` are the
+    // root task's; the others are hyp's.
+    let (init_features, hyp_features): (Vec<&String>, Vec<&String>) = features
+        .iter()
+        .partition(|feature| feature.starts_with("init/"));
+    let mut init = cargo_command();
+    init.args(["build", "--release", "--target", HYP_TARGET, "-p", "init"]);
+    if !init_features.is_empty() {
+        let names: Vec<&str> = init_features
+            .iter()
+            .map(|feature| feature.trim_start_matches("init/"))
+            .collect();
+        init.args(["--features", &names.join(",")]);
+    }
+    run_command(&mut init)?;
+    let init_elf = root
+        .join("target")
+        .join(HYP_TARGET)
+        .join("release")
+        .join("init");
+
     let mut command = cargo_command();
     command
         .args(["build", "--release", "--target", HYP_TARGET, "-p", "hyp"])
-        .env("HYP_BOARD", board);
-    if !features.is_empty() {
-        command.args(["--features", &features.join(",")]);
+        .env("HYP_BOARD", board)
+        .env("HYP_INIT_ELF", &init_elf);
+    if !hyp_features.is_empty() {
+        let names: Vec<&str> = hyp_features.iter().map(|feature| feature.as_str()).collect();
+        command.args(["--features", &names.join(",")]);
     }
     run_command(&mut command)?;
 
-    let root = workspace_root();
     let elf_built = root
         .join("target")
         .join(HYP_TARGET)

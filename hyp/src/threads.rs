@@ -1,0 +1,295 @@
+//! Running user threads: the big kernel lock around `hyp-core`'s kernel,
+//! the entry from EL0, the idle loop, and building the root task at boot.
+//!
+//! Every exception from EL0 lands in [`handle_lower`] with the thread's
+//! registers already in its TCB (entry.S). It takes the kernel lock, hands
+//! the event to `hyp_core::kernel::Kernel`, applies the effects that need
+//! hardware (console, interrupt controller, TLBs, other cores), and
+//! returns the save area of whichever thread runs next; entry.S restores
+//! it. A core with nothing to run waits here, with the lock released.
+
+use hyp_core::elf;
+use hyp_core::esr::{ExceptionClass, Syndrome};
+use hyp_core::ipc::IpcStore;
+use hyp_core::kernel::{Effects, Kernel, UserFault};
+use hyp_core::root_task::{self, Region};
+use hyp_core::thread::UserContext;
+use spin::Mutex;
+
+use crate::arch::{self, registers};
+use crate::interrupts::{self, Source};
+use crate::objects::RealStore;
+use crate::{print, println};
+
+/// The kernel, behind the big kernel lock. Every core takes it (with IRQs
+/// masked) for the whole of a kernel entry.
+static KERNEL: Mutex<Kernel<RealStore>> = Mutex::new(Kernel::new(RealStore::empty(), 1, 0, [0, 0]));
+
+/// The root task's ELF image, embedded by build.rs (empty when the build
+/// had none).
+static ROOT_TASK_IMAGE: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/init.elf"));
+
+/// The scheduling tick.
+const TICK_PERIOD_US: u64 = 10_000;
+
+/// Set once the kernel is ready for the secondary cores to run threads.
+static READY: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(false);
+
+/// Where RAM is and what in it is taken.
+#[derive(Clone, Copy, Debug)]
+pub struct MemoryMap<'a> {
+    /// The RAM regions of the device tree.
+    pub ram: &'a [hyp_core::platform::MemoryRegion],
+    /// Ranges the kernel keeps (its image, the device tree).
+    pub reserved: [Region; 2],
+}
+
+const MAX_FREE: usize = 16;
+
+/// RAM minus the reserved ranges, and minus everything below the kernel
+/// image in the region that holds it (firmware and boot loader data).
+fn free_regions(map: &MemoryMap<'_>) -> ([Region; MAX_FREE], usize) {
+    let mut out = [Region { base: 0, size: 0 }; MAX_FREE];
+    let mut count = 0;
+    let image = map.reserved[0];
+    for ram in map.ram {
+        let mut pieces = [(ram.base, ram.base.saturating_add(ram.size)); 1];
+        let (mut start, end) = pieces[0];
+        if (ram.base..ram.base.saturating_add(ram.size)).contains(&image.base) {
+            start = image.base.saturating_add(image.size);
+        }
+        pieces[0] = (start, end);
+        for (start, end) in pieces {
+            // Cut out the device tree if it lies in this piece.
+            let tree = map.reserved[1];
+            let tree_end = tree.base.saturating_add(tree.size);
+            let parts = if tree.size != 0 && tree.base < end && tree_end > start {
+                [(start, tree.base.max(start)), (tree_end.min(end), end)]
+            } else {
+                [(start, end), (end, end)]
+            };
+            for (base, end) in parts {
+                let base = base.div_ceil(4096) * 4096;
+                let end = end & !4095;
+                if end > base && count < MAX_FREE {
+                    out[count] = Region {
+                        base,
+                        size: end - base,
+                    };
+                    count += 1;
+                }
+            }
+        }
+    }
+    (out, count)
+}
+
+/// Builds the kernel and the root task on the boot core.
+pub fn start(map: &MemoryMap<'_>, cores: usize) -> Result<(), &'static str> {
+    let (mut free, count) = free_regions(map);
+    let free = &mut free[..count];
+    // The page-info table spans all RAM (lowest to highest address).
+    let ram_base = map.ram.iter().map(|ram| ram.base).min().ok_or("no RAM")?;
+    let ram_end = map
+        .ram
+        .iter()
+        .map(|ram| ram.base.saturating_add(ram.size))
+        .max()
+        .ok_or("no RAM")?;
+    let span = Region {
+        base: ram_base,
+        size: ram_end - ram_base,
+    };
+    let table_bytes = RealStore::table_bytes(span).div_ceil(4096) * 4096;
+    let holder = free
+        .iter_mut()
+        .find(|region| region.size > table_bytes)
+        .ok_or("no room for the page-info table")?;
+    let table = holder.base;
+    holder.base += table_bytes;
+    holder.size -= table_bytes;
+
+    let image = elf::parse(ROOT_TASK_IMAGE).map_err(|error| match error {
+        elf::ElfError::NotElf if ROOT_TASK_IMAGE.is_empty() => {
+            "this image has no root task (build it with `cargo xtask build`)"
+        }
+        elf::ElfError::NotElf => "the root task image is not an ELF file",
+        elf::ElfError::WrongKind => "the root task is not a 64-bit AArch64 executable",
+        elf::ElfError::OutOfBounds => "the root task's ELF headers are out of bounds",
+        elf::ElfError::TooManySegments => "the root task has too many segments",
+    })?;
+
+    let mut kernel = KERNEL.lock();
+    // SAFETY: the table range was just taken out of the free memory, which
+    // the EL2 map covers read-write; nothing else will use it.
+    unsafe { kernel.store.init(span, table) };
+    kernel.online = cores.clamp(1, hyp_abi::MAX_CORES);
+    kernel.irq_limit = u16::try_from(interrupts::interrupt_limit()).unwrap_or(u16::MAX);
+    let timer = u16::try_from(interrupts::hyp_timer_intid()).unwrap_or(0);
+    kernel.reserved_irqs = [timer, 25];
+    let thread = match root_task::build(&mut kernel, &image, free, &[]) {
+        Ok(thread) => thread,
+        Err(error) => {
+            println!("hyp: cannot build the root task: {error}");
+            return Err("root task");
+        }
+    };
+    let untyped: u64 = free.iter().map(|region| region.size).sum();
+    println!(
+        "hyp: root task: entry {:#x}, {} segment(s), TCB {:#x}; {} MiB of memory for it to retype",
+        image.entry,
+        image.segments.iter().flatten().count(),
+        thread.0,
+        untyped >> 20
+    );
+    for segment in image.segments.iter().flatten() {
+        registers::sync_instruction_cache(segment.address, segment.memory_size);
+    }
+    // The frames were written through the kernel's window at their
+    // physical addresses; make those visible to instruction fetches too.
+    registers::sync_instruction_cache(table, 0);
+    drop(kernel);
+    registers::flush_guest_tlbs();
+    READY.store(true, core::sync::atomic::Ordering::Release);
+    registers::send_event();
+    Ok(())
+}
+
+/// Runs threads on this core forever (boot core after [`start`],
+/// secondaries once it is done).
+pub fn run(core: usize) -> ! {
+    while !READY.load(core::sync::atomic::Ordering::Acquire) {
+        registers::wait_for_event();
+    }
+    let _masked = registers::mask_irqs();
+    // SAFETY: entry.S's lower-EL vectors are installed (boot), so
+    // exceptions from EL0 are handled.
+    unsafe { registers::set_up_native_threads() };
+    interrupts::arm_tick(TICK_PERIOD_US);
+    let mut kernel = KERNEL.lock();
+    let mut effects = Effects::default();
+    kernel.schedule(core, &mut effects);
+    let context = next_context(core, kernel, effects);
+    // SAFETY: next_context returns the live save area of this core's
+    // current thread with stage 2 set for it.
+    unsafe { arch::resume_user(context) }
+}
+
+/// Called by entry.S for every exception from EL0, with the thread's
+/// registers saved in its TCB; returns the save area to resume.
+#[unsafe(no_mangle)]
+extern "C" fn handle_lower(vector: u64, syndrome: u64, fault_address: u64) -> *const UserContext {
+    let core = registers::core_index();
+    let mut kernel = KERNEL.lock();
+    let effects = match vector % 4 {
+        0 => {
+            let class = Syndrome::new(syndrome).class();
+            match class {
+                ExceptionClass::SvcAarch64 => kernel.syscall(core),
+                ExceptionClass::DataAbortLowerLevel | ExceptionClass::InstructionAbortLowerLevel => {
+                    kernel.fault(
+                        core,
+                        UserFault::Memory {
+                            address: fault_address,
+                            instruction: class == ExceptionClass::InstructionAbortLowerLevel,
+                            status: syndrome & 0x1ff_ffff,
+                        },
+                    )
+                }
+                _ => kernel.fault(core, UserFault::Instruction { syndrome }),
+            }
+        }
+        1 => {
+            let mut effects = Effects::default();
+            take_interrupts(core, &mut kernel, &mut effects);
+            effects
+        }
+        _ => kernel.fault(core, UserFault::Instruction { syndrome }),
+    };
+    next_context(core, kernel, effects)
+}
+
+fn take_interrupts(core: usize, kernel: &mut Kernel<RealStore>, effects: &mut Effects) {
+    interrupts::take_pending(|source| {
+        let more = match source {
+            Source::Tick => kernel.tick(core),
+            Source::Kick => {
+                let mut more = Effects::default();
+                kernel.schedule(core, &mut more);
+                more
+            }
+            Source::Device(intid) => kernel.interrupt(core, u16::try_from(intid).unwrap_or(u16::MAX)),
+        };
+        apply(more);
+        effects.kick_cores |= more.kick_cores;
+    });
+}
+
+/// Does what the kernel asked of the hardware.
+fn apply(effects: Effects) {
+    if let Some(byte) = effects.put_char {
+        print!("{}", char::from(byte));
+    }
+    if let Some(irq) = effects.unmask_irq {
+        interrupts::unmask(u32::from(irq));
+    }
+    if effects.flush_tlb {
+        registers::flush_guest_tlbs();
+    }
+    if let Some(notice) = effects.notice {
+        println!("hyp: {notice}");
+    }
+    if effects.kick_cores != 0 {
+        interrupts::kick(effects.kick_cores);
+    }
+}
+
+/// Applies `effects`, then finds the thread this core runs next, idling
+/// (lock released) while there is none, and sets stage 2 for it.
+fn next_context(
+    core: usize,
+    mut kernel: spin::MutexGuard<'static, Kernel<RealStore>>,
+    effects: Effects,
+) -> *const UserContext {
+    apply(effects);
+    loop {
+        if let Some(thread) = kernel.current(core) {
+            match kernel.address_space(thread) {
+                Some((vspace, vmid, recycled)) => {
+                    if recycled {
+                        registers::flush_guest_tlbs();
+                    }
+                    // SAFETY: the thread's VSpace is live (the thread holds
+                    // a reference to it) and its VMID is its own.
+                    unsafe { registers::set_stage2(vspace.0, vmid) };
+                    if let Some(context) = kernel.context_mut(thread) {
+                        // Only the condition flags survive: the thread
+                        // always returns to EL0, AArch64, SP_EL0.
+                        context.spsr &= 0xf000_0000;
+                        return core::ptr::from_ref(context);
+                    }
+                }
+                None => {
+                    println!(
+                        "hyp: thread {:#x} has no VSpace; it is stopped",
+                        thread.0
+                    );
+                    if let Some(tcb) = kernel.store.tcb_mut(thread) {
+                        tcb.state = hyp_core::thread::ThreadState::Inactive;
+                    }
+                }
+            }
+            let mut effects = Effects::default();
+            kernel.schedule(core, &mut effects);
+            apply(effects);
+            continue;
+        }
+        drop(kernel);
+        registers::wait_for_interrupt();
+        kernel = KERNEL.lock();
+        let mut effects = Effects::default();
+        take_interrupts(core, &mut kernel, &mut effects);
+        kernel.schedule(core, &mut effects);
+        apply(effects);
+    }
+}
