@@ -151,6 +151,7 @@ pub fn parse(bytes: &[u8]) -> Result<Image<'_>, ElfError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::vec;
     use std::vec::Vec;
 
     /// A minimal ELF with the given segments: (address, data, memory size, flags).

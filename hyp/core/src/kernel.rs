@@ -935,3 +935,6 @@ impl<S: KernelStore> Kernel<S> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;

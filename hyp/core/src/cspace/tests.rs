@@ -43,6 +43,14 @@ pub(crate) struct Arena {
     pub(crate) bodies: BTreeMap<u64, Body>,
     /// The interrupt table.
     pub(crate) irqs: Box<IrqTable>,
+    /// Bytes written into frames at boot, by address.
+    pub(crate) written: BTreeMap<u64, Vec<u8>>,
+}
+
+impl crate::root_task::BootMemory for Arena {
+    fn write(&mut self, address: u64, bytes: &[u8]) {
+        self.written.insert(address, bytes.to_vec());
+    }
 }
 
 impl IrqStore for Arena {

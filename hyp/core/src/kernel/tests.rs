@@ -1,0 +1,575 @@
+//! The kernel's entry points driven the way the arch layer drives them:
+//! a root task built in the test arena makes system calls by setting its
+//! saved registers and entering `Kernel::syscall`, exactly as `svc` would.
+
+use std::vec::Vec;
+
+use hyp_abi::fault::FaultLabel;
+use hyp_abi::{
+    Error, InvocationLabel, MessageInfo, ObjectType, Rights, Syscall, boot_info,
+    initial_slots, user_layout,
+};
+
+use super::*;
+use crate::cspace::tests::Arena;
+use crate::elf::{Image, MAX_SEGMENTS, Segment};
+use crate::ipc::IpcStore;
+use crate::object::ObjectStore;
+use crate::root_task::{self, Region};
+
+const CODE: &[u8] = &[0x1f, 0x20, 0x03, 0xd5];
+
+fn image() -> Image<'static> {
+    let mut segments = [None; MAX_SEGMENTS];
+    segments[0] = Some(Segment {
+        address: user_layout::IMAGE_BASE,
+        data: CODE,
+        memory_size: 0x1000,
+        writable: false,
+        executable: true,
+    });
+    segments[1] = Some(Segment {
+        address: user_layout::IMAGE_BASE + 0x1000,
+        data: &[],
+        memory_size: 0x2000,
+        writable: true,
+        executable: false,
+    });
+    Image {
+        entry: user_layout::IMAGE_BASE,
+        segments,
+    }
+}
+
+/// A kernel with the root task built from 64 MiB at 16 MiB, running on
+/// core 0.
+fn booted() -> (Kernel<Arena>, ThreadRef) {
+    let mut kernel = Kernel::new(Arena::default(), 2, 256, [26, 25]);
+    let free = [Region {
+        base: 0x100_0000,
+        size: 0x400_0000,
+    }];
+    let thread = root_task::build(&mut kernel, &image(), &free, &[]).unwrap();
+    let mut effects = Effects::default();
+    kernel.schedule(0, &mut effects);
+    assert_eq!(kernel.current(0), Some(thread));
+    (kernel, thread)
+}
+
+fn boot_word(kernel: &Kernel<Arena>, index: usize) -> u64 {
+    let frame = match kernel
+        .store
+        .slot(SlotRef {
+            cnode: root_cnode(kernel),
+            index: initial_slots::BOOT_INFO_FRAME,
+        })
+        .unwrap()
+        .capability
+    {
+        Capability::Frame { object, .. } => object,
+        other => panic!("boot info slot holds {other:?}"),
+    };
+    let bytes = &kernel.store.written[&frame.0];
+    u64::from_le_bytes(bytes[index * 8..index * 8 + 8].try_into().unwrap())
+}
+
+fn root_cnode(kernel: &Kernel<Arena>) -> ObjectRef {
+    let thread = kernel.current(0).unwrap();
+    match kernel.store.tcb(thread).unwrap().cspace_root {
+        Capability::CNode { object, .. } => object,
+        other => panic!("root CSpace is {other:?}"),
+    }
+}
+
+/// What a system call returned to the thread.
+#[derive(Debug, PartialEq)]
+struct Returned {
+    info: MessageInfo,
+    words: [u64; 8],
+    badge: u64,
+}
+
+impl Returned {
+    fn error(&self) -> Option<Error> {
+        if self.info.label == 0 {
+            return None;
+        }
+        Error::decode(self.info.label, [self.words[0], self.words[1], self.words[2]])
+    }
+}
+
+/// Makes the current thread of `core` enter the kernel with `syscall`.
+fn enter(
+    kernel: &mut Kernel<Arena>,
+    core: usize,
+    syscall: u64,
+    pointer: u64,
+    info: MessageInfo,
+    words: &[u64],
+    extra: &[u64],
+) -> (ThreadRef, Effects) {
+    let thread = kernel.current(core).expect("a thread runs");
+    let context = kernel.context_mut(thread).unwrap();
+    context.x[..words.len()].copy_from_slice(words);
+    context.x[8] = syscall;
+    context.x[9] = pointer;
+    context.x[10] = info.encode();
+    for (index, pointer) in extra.iter().enumerate() {
+        context.x[11 + index] = *pointer;
+    }
+    let effects = kernel.syscall(core);
+    (thread, effects)
+}
+
+fn returned(kernel: &Kernel<Arena>, thread: ThreadRef) -> Returned {
+    let context = kernel.context(thread).unwrap();
+    let mut words = [0; 8];
+    words.copy_from_slice(&context.x[..8]);
+    Returned {
+        info: MessageInfo::decode(context.x[10]).unwrap(),
+        words,
+        badge: context.x[9],
+    }
+}
+
+/// An invocation by the current thread of core 0.
+fn invoke(
+    kernel: &mut Kernel<Arena>,
+    pointer: u64,
+    label: InvocationLabel,
+    words: &[u64],
+    extra: &[u64],
+) -> Returned {
+    let mut info = MessageInfo::new(label as u64, words.len() as u8);
+    info.extra_capabilities = extra.len() as u8;
+    let (thread, _) = enter(kernel, 0, Syscall::Call as u64, pointer, info, words, extra);
+    returned(kernel, thread)
+}
+
+fn first_free(kernel: &Kernel<Arena>) -> u64 {
+    boot_word(kernel, boot_info::FIRST_EMPTY_SLOT)
+}
+
+fn first_untyped(kernel: &Kernel<Arena>) -> u64 {
+    boot_word(kernel, boot_info::FIRST_UNTYPED_SLOT)
+}
+
+fn retype(kernel: &mut Kernel<Arena>, kind: ObjectType, size_bits: u64, slot: u64) {
+    let untyped = first_untyped(kernel);
+    let reply = invoke(
+        kernel,
+        untyped,
+        InvocationLabel::UntypedRetype,
+        &[kind as u64, size_bits, slot, 1],
+        &[initial_slots::CNODE],
+    );
+    assert_eq!(reply.error(), None, "retype {kind:?}");
+}
+
+#[test]
+fn the_root_task_gets_its_image_stack_and_all_memory() {
+    let (kernel, thread) = booted();
+    assert_eq!(boot_word(&kernel, 0), boot_info::MAGIC);
+    assert_eq!(boot_word(&kernel, boot_info::CORES), 2);
+    assert_eq!(boot_word(&kernel, boot_info::IMAGE_FRAMES), 3);
+    assert_eq!(
+        boot_word(&kernel, boot_info::IMAGE_END),
+        user_layout::IMAGE_BASE + 0x3000
+    );
+    let context = kernel.context(thread).unwrap();
+    assert_eq!(context.pc, user_layout::IMAGE_BASE);
+    assert_eq!(context.sp, user_layout::STACK_TOP);
+    assert_eq!(context.x[0], user_layout::BOOT_INFO);
+    // The image is mapped with the segment's rights, the stack writable,
+    // the boot info read-only.
+    let vspace = kernel.store.tcb(thread).unwrap().vspace.unwrap();
+    let code = vspace::translate(&kernel.store, vspace, user_layout::IMAGE_BASE).unwrap();
+    assert!(code.executable && !code.rights.contains(Rights::WRITE));
+    let data = vspace::translate(&kernel.store, vspace, user_layout::IMAGE_BASE + 0x2000).unwrap();
+    assert!(!data.executable && data.rights.contains(Rights::WRITE));
+    let stack = vspace::translate(&kernel.store, vspace, user_layout::STACK_TOP - 8).unwrap();
+    assert!(stack.rights.contains(Rights::WRITE));
+    let info = vspace::translate(&kernel.store, vspace, user_layout::BOOT_INFO).unwrap();
+    assert!(!info.rights.contains(Rights::WRITE));
+    assert_eq!(kernel.store.written[&code.physical], CODE);
+    // Untyped memory: everything the root task's objects did not take,
+    // no block overlapping another.
+    let count = boot_word(&kernel, boot_info::UNTYPED_COUNT) as usize;
+    let mut blocks: Vec<(u64, u64)> = (0..count)
+        .map(|index| {
+            let base = boot_word(&kernel, boot_info::UNTYPED_DESCRIPTORS + 2 * index);
+            let bits = boot_word(&kernel, boot_info::UNTYPED_DESCRIPTORS + 2 * index + 1);
+            (base, base + (1 << (bits & 0xff)))
+        })
+        .collect();
+    blocks.sort_unstable();
+    for pair in blocks.windows(2) {
+        assert!(pair[0].1 <= pair[1].0, "untyped blocks overlap: {pair:?}");
+    }
+    let total: u64 = blocks.iter().map(|(base, end)| end - base).sum();
+    assert!(total > 0x400_0000 - 0x20_0000, "only {total:#x} bytes handed out");
+    assert_eq!(blocks.last().unwrap().1, 0x500_0000);
+}
+
+#[test]
+fn bogus_requests_get_precise_errors_and_change_nothing() {
+    let (mut kernel, thread) = booted();
+    let before = kernel.store.clone();
+    let untyped = first_untyped(&kernel);
+
+    // An unknown syscall number.
+    let (_, _) = enter(&mut kernel, 0, 77, 0, MessageInfo::new(0, 0), &[], &[]);
+    assert_eq!(returned(&kernel, thread).error(), Some(Error::IllegalOperation));
+    // An empty slot.
+    let reply = invoke(&mut kernel, 4000, InvocationLabel::TcbResume, &[], &[]);
+    assert_eq!(reply.error(), Some(Error::InvalidCapability { argument: 0 }));
+    // A pointer beyond the CNode's guard.
+    let reply = invoke(&mut kernel, 1 << 40, InvocationLabel::TcbResume, &[], &[]);
+    assert!(matches!(reply.error(), Some(Error::LookupFailed { argument: 0, .. })));
+    // A label the object does not have.
+    let reply = invoke(&mut kernel, untyped, InvocationLabel::TcbResume, &[], &[]);
+    assert_eq!(reply.error(), Some(Error::IllegalOperation));
+    let reply = invoke(&mut kernel, untyped, InvocationLabel::UntypedRetype, &[], &[]);
+    assert_eq!(reply.error(), Some(Error::Truncated));
+    // A label nobody has.
+    let (_, _) = enter(
+        &mut kernel,
+        0,
+        Syscall::Call as u64,
+        untyped,
+        MessageInfo::new(999, 0),
+        &[],
+        &[],
+    );
+    assert_eq!(returned(&kernel, thread).error(), Some(Error::IllegalOperation));
+    // Out-of-range arguments: the object type, the destination slot.
+    let reply = invoke(
+        &mut kernel,
+        untyped,
+        InvocationLabel::UntypedRetype,
+        &[42, 0, 100, 1],
+        &[initial_slots::CNODE],
+    );
+    assert_eq!(
+        reply.error(),
+        Some(Error::RangeError {
+            argument: 0,
+            minimum: 0,
+            maximum: ObjectType::Frame2M as u64
+        })
+    );
+    let reply = invoke(
+        &mut kernel,
+        untyped,
+        InvocationLabel::UntypedRetype,
+        &[ObjectType::Endpoint as u64, 0, 1 << 12, 1],
+        &[initial_slots::CNODE],
+    );
+    assert_eq!(
+        reply.error(),
+        Some(Error::RangeError {
+            argument: 2,
+            minimum: 0,
+            maximum: (1 << 12) - 1
+        })
+    );
+    // The destination CNode argument missing, or not a CNode.
+    let reply = invoke(
+        &mut kernel,
+        untyped,
+        InvocationLabel::UntypedRetype,
+        &[ObjectType::Endpoint as u64, 0, 100, 1],
+        &[],
+    );
+    assert_eq!(reply.error(), Some(Error::InvalidCapability { argument: 1 }));
+    let reply = invoke(
+        &mut kernel,
+        untyped,
+        InvocationLabel::UntypedRetype,
+        &[ObjectType::Endpoint as u64, 0, 100, 1],
+        &[initial_slots::TCB],
+    );
+    assert_eq!(reply.error(), Some(Error::InvalidCapability { argument: 1 }));
+    // A priority above the caller's own is refused with the allowed range.
+    let reply = invoke(
+        &mut kernel,
+        initial_slots::TCB,
+        InvocationLabel::TcbSetPriority,
+        &[256],
+        &[],
+    );
+    assert_eq!(
+        reply.error(),
+        Some(Error::RangeError {
+            argument: 0,
+            minimum: 0,
+            maximum: 255
+        })
+    );
+
+    // Nothing but the thread's own registers changed.
+    let mut after = kernel.store.clone();
+    let context = before.tcb(thread).unwrap().context;
+    after.tcb_mut(thread).unwrap().context = context;
+    assert_eq!(after, before);
+    assert_eq!(kernel.current(0), Some(thread), "the caller still runs");
+}
+
+/// Creates a thread in the root task's CSpace and VSpace at `priority`,
+/// with `fault_endpoint` (a slot, or 0), and resumes it. Returns its slot.
+fn spawn(kernel: &mut Kernel<Arena>, slot: u64, priority: u64, fault_endpoint: u64) -> ObjectRef {
+    retype(kernel, ObjectType::Tcb, 0, slot);
+    let reply = invoke(
+        kernel,
+        slot,
+        InvocationLabel::TcbConfigure,
+        &[fault_endpoint, priority],
+        &[initial_slots::CNODE, initial_slots::VSPACE],
+    );
+    assert_eq!(reply.error(), None, "configure");
+    let reply = invoke(kernel, slot, InvocationLabel::TcbResume, &[], &[]);
+    assert_eq!(reply.error(), None, "resume");
+    match kernel
+        .store
+        .slot(SlotRef {
+            cnode: root_cnode(kernel),
+            index: slot,
+        })
+        .unwrap()
+        .capability
+    {
+        Capability::Tcb { object } => object,
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn call_and_reply_recv_carry_messages_and_badges_between_threads() {
+    let (mut kernel, root) = booted();
+    let free = first_free(&kernel);
+    let endpoint = free;
+    let badged = free + 1;
+    retype(&mut kernel, ObjectType::Endpoint, 0, endpoint);
+    let reply = invoke(
+        &mut kernel,
+        initial_slots::CNODE,
+        InvocationLabel::CNodeMint,
+        &[badged, endpoint, Rights::ALL.bits() as u64, 0x42],
+        &[initial_slots::CNODE],
+    );
+    assert_eq!(reply.error(), None);
+    let client = spawn(&mut kernel, free + 2, 100, 0);
+
+    // The root task (priority 255) waits; the client runs and calls.
+    let (_, _) = enter(
+        &mut kernel,
+        0,
+        Syscall::Recv as u64,
+        endpoint,
+        MessageInfo::new(0, 0),
+        &[],
+        &[],
+    );
+    assert_eq!(kernel.current(0), Some(client));
+    for round in 0..100u64 {
+        enter(
+            &mut kernel,
+            0,
+            Syscall::Call as u64,
+            badged,
+            MessageInfo::new(7, 2),
+            &[round, round * 3],
+            &[],
+        );
+        assert_eq!(kernel.current(0), Some(root), "the server runs");
+        let request = returned(&kernel, root);
+        assert_eq!(request.badge, 0x42);
+        assert_eq!(request.info, MessageInfo::new(7, 2));
+        assert_eq!(&request.words[..2], &[round, round * 3]);
+        enter(
+            &mut kernel,
+            0,
+            Syscall::ReplyRecv as u64,
+            endpoint,
+            MessageInfo::new(0, 1),
+            &[round + 1],
+            &[],
+        );
+        assert_eq!(kernel.current(0), Some(client), "the client runs again");
+        let answer = returned(&kernel, client);
+        assert_eq!(answer.words[0], round + 1);
+        assert_eq!(answer.info, MessageInfo::new(0, 1));
+    }
+}
+
+#[test]
+fn a_fault_reaches_the_handler_whose_reply_resumes_the_thread() {
+    let (mut kernel, root) = booted();
+    let free = first_free(&kernel);
+    let endpoint = free;
+    retype(&mut kernel, ObjectType::Endpoint, 0, endpoint);
+    let child = spawn(&mut kernel, free + 1, 10, endpoint);
+    enter(
+        &mut kernel,
+        0,
+        Syscall::Recv as u64,
+        endpoint,
+        MessageInfo::new(0, 0),
+        &[],
+        &[],
+    );
+    assert_eq!(kernel.current(0), Some(child));
+    kernel.context_mut(child).unwrap().pc = 0x40_0040;
+    kernel.context_mut(child).unwrap().x[5] = 1234;
+    let effects = kernel.fault(
+        0,
+        UserFault::Memory {
+            address: 0xdead_0000,
+            instruction: false,
+            status: 0x47,
+        },
+    );
+    assert_eq!(effects.notice, None);
+    assert_eq!(kernel.current(0), Some(root), "the handler runs");
+    let message = returned(&kernel, root);
+    assert_eq!(message.info.label, FaultLabel::MemoryFault as u64);
+    assert_eq!(&message.words[..4], &[0x40_0040, 0xdead_0000, 0, 0x47]);
+    // The handler answers with a new PC: the thread resumes there with its
+    // registers untouched.
+    enter(
+        &mut kernel,
+        0,
+        Syscall::ReplyRecv as u64,
+        endpoint,
+        MessageInfo::new(0, 1),
+        &[0x40_0100],
+        &[],
+    );
+    assert_eq!(kernel.current(0), Some(child));
+    let context = kernel.context(child).unwrap();
+    assert_eq!(context.pc, 0x40_0100);
+    assert_eq!(context.x[5], 1234);
+}
+
+#[test]
+fn a_thread_without_a_fault_handler_is_stopped_and_reported() {
+    let (mut kernel, root) = booted();
+    let free = first_free(&kernel);
+    let child = spawn(&mut kernel, free, 200, 0);
+    // The root task blocks on a notification nobody signals.
+    retype(&mut kernel, ObjectType::Notification, 0, free + 1);
+    enter(
+        &mut kernel,
+        0,
+        Syscall::Wait as u64,
+        free + 1,
+        MessageInfo::new(0, 0),
+        &[],
+        &[],
+    );
+    assert_eq!(kernel.current(0), Some(child));
+    let effects = kernel.fault(0, UserFault::Instruction { syndrome: 0 });
+    assert!(matches!(
+        effects.notice,
+        Some(Notice::UnhandledFault { thread, .. }) if thread == child
+    ));
+    assert_eq!(
+        kernel.store.tcb(child).unwrap().state,
+        ThreadState::Inactive
+    );
+    assert_eq!(kernel.current(0), None, "nothing left to run");
+    assert_eq!(
+        kernel.store.tcb(root).unwrap().state,
+        ThreadState::BlockedOnNotification {
+            notification: kernel.store.tcb(root).map(|_| match kernel
+                .store
+                .slot(SlotRef { cnode: root_cnode_of(&kernel, root), index: free + 1 })
+                .unwrap()
+                .capability
+            {
+                Capability::Notification { object, .. } => object,
+                other => panic!("{other:?}"),
+            }).unwrap()
+        }
+    );
+}
+
+fn root_cnode_of(kernel: &Kernel<Arena>, thread: ThreadRef) -> ObjectRef {
+    match kernel.store.tcb(thread).unwrap().cspace_root {
+        Capability::CNode { object, .. } => object,
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn higher_priority_threads_preempt_and_equal_ones_share_by_timeslice() {
+    let (mut kernel, root) = booted();
+    let free = first_free(&kernel);
+    let low_a = spawn(&mut kernel, free, 10, 0);
+    let low_b = spawn(&mut kernel, free + 1, 10, 0);
+    retype(&mut kernel, ObjectType::Notification, 0, free + 2);
+    // The root task waits; the two low threads alternate every timeslice.
+    enter(
+        &mut kernel,
+        0,
+        Syscall::Wait as u64,
+        free + 2,
+        MessageInfo::new(0, 0),
+        &[],
+        &[],
+    );
+    let mut seen = Vec::new();
+    for _ in 0..4 * Timeslice::DEFAULT_TICKS {
+        seen.push(kernel.current(0).unwrap());
+        kernel.tick(0);
+    }
+    assert!(seen.contains(&low_a) && seen.contains(&low_b), "round robin");
+    // A signal wakes the root task, which preempts at once.
+    enter(
+        &mut kernel,
+        0,
+        Syscall::Signal as u64,
+        free + 2,
+        MessageInfo::new(0, 0),
+        &[],
+        &[],
+    );
+    assert_eq!(kernel.current(0), Some(root), "the high priority runs first");
+    assert_eq!(returned(&kernel, root).badge, 0, "unbadged signal");
+}
+
+#[test]
+fn revoking_an_untyped_lets_the_same_memory_be_retyped_again() {
+    let (mut kernel, _) = booted();
+    let free = first_free(&kernel);
+    let untyped = first_untyped(&kernel);
+    retype(&mut kernel, ObjectType::Endpoint, 0, free);
+    let first = kernel
+        .store
+        .slot(SlotRef {
+            cnode: root_cnode(&kernel),
+            index: free,
+        })
+        .unwrap()
+        .capability
+        .object();
+    let reply = invoke(
+        &mut kernel,
+        initial_slots::CNODE,
+        InvocationLabel::CNodeRevoke,
+        &[untyped],
+        &[],
+    );
+    assert_eq!(reply.error(), None);
+    retype(&mut kernel, ObjectType::Endpoint, 0, free);
+    let second = kernel
+        .store
+        .slot(SlotRef {
+            cnode: root_cnode(&kernel),
+            index: free,
+        })
+        .unwrap()
+        .capability
+        .object();
+    assert_eq!(first, second, "the same memory again");
+}
