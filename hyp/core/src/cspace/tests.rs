@@ -289,14 +289,14 @@ fn retype_places_objects_in_order_and_returns_memory_on_revoke() {
         objects,
         [
             Some(ObjectRef(UNTYPED_BASE)),
-            // Endpoints are 64 bytes (hyp-abi), placed one after the other.
-            Some(ObjectRef(UNTYPED_BASE + 64)),
-            Some(ObjectRef(UNTYPED_BASE + 128))
+            // Endpoints are 128 bytes (hyp-abi), placed one after the other.
+            Some(ObjectRef(UNTYPED_BASE + 128)),
+            Some(ObjectRef(UNTYPED_BASE + 256))
         ]
     );
     assert!(matches!(
         arena.slot(slot(0)).unwrap().capability,
-        Capability::Untyped { watermark: 192, .. }
+        Capability::Untyped { watermark: 384, .. }
     ));
     // A TCB is aligned to its 2 KiB size.
     retype(&mut arena, slot(0), ObjectType::Tcb, 0, slot(5), 1).unwrap();
