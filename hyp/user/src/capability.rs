@@ -84,6 +84,15 @@ pub struct ThreadRegisters {
 /// less the PC and the stack pointer.
 pub const WRITABLE_GENERAL_REGISTERS: usize = REGISTER_MESSAGE_WORDS - 2;
 
+/// The badge word of a `CNodeMint` of a CNode capability: the kernel
+/// reads it as the guard to set, `guard_bits | guard << 6`
+/// (`Capability::derive` in `hyp-core/src/cap.rs`; the encoding is not in
+/// `hyp-abi` yet). `guard_bits` has 6 bits (at most 63). The kernel refuses a guard that does not fit
+/// `guard_bits`, or guard bits and radix that exceed 64.
+pub const fn cnode_guard_badge(guard_bits: u8, guard: u64) -> u64 {
+    (guard_bits as u64 & 0x3f) | guard << 6
+}
+
 /// Invokes the object at `object` with `label`, the message words
 /// `arguments` and the capability arguments 1.. `capabilities`. Returns
 /// the reply's words on success. More than eight words or three
@@ -187,8 +196,37 @@ impl CNode {
         invoke_unit(
             self.0,
             InvocationLabel::CNodeMint,
-            &[destination_slot, source_slot, u64::from(rights.bits()), badge],
+            &[
+                destination_slot,
+                source_slot,
+                u64::from(rights.bits()),
+                badge,
+            ],
             &[source.0],
+        )
+    }
+
+    /// `CNodeMint` of a CNode capability, which sets its guard: puts a copy
+    /// of the CNode capability in slot `source_slot` of `source` (one
+    /// without a guard yet) in the empty slot `destination_slot` of this
+    /// CNode, with a guard of `guard_bits` bits equal to `guard`. A
+    /// pointer resolved through the copy must then start with those bits;
+    /// with `guard_bits` = 64 − radix and `guard` 0, a 64-bit pointer is
+    /// simply the slot index (how the root task's CNode is made).
+    pub fn mint_guard(
+        self,
+        destination_slot: u64,
+        source: CNode,
+        source_slot: u64,
+        guard_bits: u8,
+        guard: u64,
+    ) -> Result<(), Error> {
+        self.mint(
+            destination_slot,
+            source,
+            source_slot,
+            Rights::ALL,
+            cnode_guard_badge(guard_bits, guard),
         )
     }
 
@@ -460,7 +498,11 @@ mod tests {
         assert_eq!(request.number, Syscall::Call, "{label:?}");
         assert_eq!(request.capability, object, "{label:?}");
         assert_eq!(request.info.label, label as u64, "{label:?}");
-        assert_eq!(usize::from(request.info.length), arguments.len(), "{label:?}");
+        assert_eq!(
+            usize::from(request.info.length),
+            arguments.len(),
+            "{label:?}"
+        );
         assert_eq!(&request.words[..arguments.len()], arguments, "{label:?}");
         assert_eq!(
             usize::from(request.info.extra_capabilities),
@@ -499,6 +541,13 @@ mod tests {
             &[2],
         );
         check(
+            || CNode::new(2).mint_guard(35, CNode::new(2), 34, 56, 0),
+            2,
+            InvocationLabel::CNodeMint,
+            &[35, 34, 0b1111, 56],
+            &[2],
+        );
+        check(
             || CNode::new(40).move_capability(1, CNode::new(2), 32),
             40,
             InvocationLabel::CNodeMove,
@@ -520,7 +569,14 @@ mod tests {
             &[],
         );
         check(
-            || Tcb::new(20).configure(Some(Endpoint::new(21)), 100, CNode::new(22), VSpace::new(23)),
+            || {
+                Tcb::new(20).configure(
+                    Some(Endpoint::new(21)),
+                    100,
+                    CNode::new(22),
+                    VSpace::new(23),
+                )
+            },
             20,
             InvocationLabel::TcbConfigure,
             &[21, 100],
@@ -669,7 +725,7 @@ mod tests {
     #[test]
     fn errors_come_back_decoded() {
         fake::install(|_| RawReply {
-            words: [0, 0x1000, 0x800, 0, 0, 0, 0, 0],
+            words: [0x1000, 0x800, 0, 0, 0, 0, 0, 0],
             badge: 0,
             info: MessageInfo::new(ErrorCode::NotEnoughMemory as u64, 2),
         });
@@ -714,10 +770,13 @@ mod tests {
     #[test]
     fn without_a_kernel_every_invocation_is_illegal() {
         fake::install(|_| crate::host_kernel::illegal_operation());
-        assert_eq!(
-            CNode::new(2).delete(7),
-            Err(Error::IllegalOperation)
-        );
+        assert_eq!(CNode::new(2).delete(7), Err(Error::IllegalOperation));
+    }
+
+    #[test]
+    fn a_guard_travels_as_bits_and_value() {
+        assert_eq!(cnode_guard_badge(56, 0), 56);
+        assert_eq!(cnode_guard_badge(4, 0b1010), 4 | 0b1010 << 6);
     }
 
     #[test]

@@ -106,10 +106,7 @@ impl Message {
     /// label that is no error code. Only meaningful where the protocol
     /// rules out such a label from a real sender.
     pub fn as_error(&self) -> Option<Error> {
-        Error::decode(
-            self.label,
-            [self.words[0], self.words[1], self.words[2]],
-        )
+        Error::decode(self.label, [self.words[0], self.words[1], self.words[2]])
     }
 }
 
@@ -158,11 +155,7 @@ pub(crate) fn error_of(reply: &RawReply) -> Error {
 /// `Call`: sends `message` through `endpoint` (which needs `WRITE` and
 /// `GRANT_REPLY`) and waits for the reply, which is returned.
 pub fn call(endpoint: Endpoint, message: &Message) -> Message {
-    Message::from_reply(&message_syscall(
-        Syscall::Call,
-        endpoint.pointer(),
-        message,
-    ))
+    Message::from_reply(&message_syscall(Syscall::Call, endpoint.pointer(), message))
 }
 
 /// `Send`: sends `message` through `endpoint` (which needs `WRITE`),

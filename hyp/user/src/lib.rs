@@ -1,4 +1,36 @@
-//! `hyp-user`: system-call stubs and typed capability handles for EL0
-//! programs. The stubs arrive with the capability microkernel (issue 3).
+//! `hyp-user`: what an EL0 program needs to run on `hyp`. It is the user
+//! side of the ABI that `hyp-abi` defines: the system calls, typed handles
+//! for capabilities with a method per invocation, the boot-info page of
+//! the root task, printing through the kernel's debug console, the entry
+//! point and the panic report.
+//!
+//! The only unsafe code is in [`syscall`]: the `svc #0`, the `udf #0` and
+//! the one read of the boot-info page. Everything above it is safe, and
+//! builds on the host, where a system call is answered as by a kernel
+//! that knows none (`IllegalOperation`), so the crate's logic is tested
+//! with `cargo test -p hyp-user`.
 #![no_std]
-#![forbid(unsafe_code)]
+#![deny(unsafe_code)]
+
+#[cfg(test)]
+extern crate std;
+
+pub mod boot_info;
+pub mod capability;
+pub mod console;
+#[cfg(not(all(target_arch = "aarch64", target_os = "none")))]
+mod host_kernel;
+pub mod ipc;
+pub mod runtime;
+#[allow(
+    unsafe_code,
+    reason = "the one module with the instructions the compiler cannot check: svc, udf and the boot-info page read"
+)]
+pub mod syscall;
+
+pub use boot_info::BootInfo;
+pub use capability::{
+    CNode, Endpoint, Frame, IrqControl, IrqHandler, Notification, PageTable, Tcb, Untyped, VSpace,
+};
+pub use hyp_abi::{Error, Rights};
+pub use ipc::{Message, Received};

@@ -7,7 +7,7 @@
 //! The real instructions are compiled only for bare-metal AArch64
 //! (`target_arch = "aarch64"`, `target_os = "none"`). Elsewhere (the host,
 //! where the tests run) each function has a stand-in without `unsafe`: a
-//! system call goes to [`crate::host_kernel`], which answers like a kernel
+//! system call goes to `host_kernel`, which answers like a kernel
 //! that knows no system call.
 
 use hyp_abi::{ErrorCode, MessageInfo, REGISTER_MESSAGE_WORDS, Syscall};
@@ -101,7 +101,7 @@ pub fn syscall(
 }
 
 /// The host stand-in for the system call: there is no kernel, so
-/// [`crate::host_kernel`] answers (`IllegalOperation`, or in this crate's
+/// `host_kernel` answers (`IllegalOperation`, or in this crate's
 /// tests whatever the test installed).
 #[cfg(not(all(target_arch = "aarch64", target_os = "none")))]
 pub fn syscall(
