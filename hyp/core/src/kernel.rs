@@ -719,6 +719,11 @@ impl<S: KernelStore> Kernel<S> {
             (L::IrqHandlerSetNotification, Capability::IrqHandler { .. }) => {
                 let (_, notification) = arguments.capability(1)?;
                 irq::set_notification(&mut self.store, capability, notification)?;
+                // From now on the interrupt has somewhere to go: let it in
+                // (a PPI on the invoking core, an SPI at the distributor).
+                if let Capability::IrqHandler { irq } = capability {
+                    effects.unmask_irq = Some(irq);
+                }
                 success(&[])
             }
             (L::IrqHandlerAck, Capability::IrqHandler { .. }) => {

@@ -90,7 +90,7 @@ pub const fn vtcr(physical_size: u64) -> u64 {
 
 /// Sets up this core for running native EL0 threads: `VTCR_EL2`,
 /// `HCR_EL2`, FP traps, and EL0 access to the counters and the virtual
-/// timer (`CNTHCTL_EL2`, `CNTKCTL_EL1`).
+/// timer (`CNTHCTL_EL2`, `CNTKCTL_EL1`, with no virtual offset).
 ///
 /// # Safety
 /// The EL2 vectors handle exceptions from EL0 (entry.S's lower-EL vectors)
@@ -106,6 +106,7 @@ pub unsafe fn set_up_native_threads() {
             "msr cnthctl_el2, {cnthctl}",
             "msr cntkctl_el1, {cntkctl}",
             "msr cptr_el2, {cptr}",
+            "msr cntvoff_el2, xzr",
             "msr hcr_el2, {hcr}",
             "isb",
             vtcr = in(reg) vtcr(physical_size),
