@@ -165,6 +165,8 @@ pub fn run(core: usize) -> ! {
     // SAFETY: entry.S's lower-EL vectors are installed (boot), so
     // exceptions from EL0 are handled.
     unsafe { registers::set_up_native_threads() };
+    #[cfg(feature = "bench")]
+    registers::enable_cycle_counter_for_el0();
     interrupts::arm_tick(TICK_PERIOD_US);
     let mut kernel = KERNEL.lock();
     let mut effects = Effects::default();

@@ -123,6 +123,31 @@ pub unsafe fn set_up_native_threads() {
     }
 }
 
+/// Benchmark builds only: starts the cycle counter, counting at EL0, EL1
+/// and EL2 (`PMCCFILTR_EL0.NSH`), and lets EL0 read it (`PMUSERENR_EL0`).
+/// Not in normal builds: the counter is a timing side channel.
+#[cfg(feature = "bench")]
+pub fn enable_cycle_counter_for_el0() {
+    // SAFETY: PMU configuration only changes what the cycle counter counts
+    // and who may read it.
+    unsafe {
+        asm!(
+            "msr pmccfiltr_el0, {filter}",
+            "msr pmcntenset_el0, {enable}",
+            "msr pmcr_el0, {control}",
+            "msr pmuserenr_el0, {user}",
+            "isb",
+            filter = in(reg) 1u64 << 27,
+            enable = in(reg) 1u64 << 31,
+            // E (enable), C (reset the cycle counter), LC (64-bit).
+            control = in(reg) (1u64 << 0) | (1 << 2) | (1 << 6),
+            // EN: EL0 reads the counters.
+            user = in(reg) 1u64,
+            options(nostack, preserves_flags)
+        );
+    }
+}
+
 /// Switches stage 2 to the table at `root` with `vmid`.
 ///
 /// # Safety

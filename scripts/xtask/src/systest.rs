@@ -64,10 +64,25 @@ fn boot_markers(board: &str, gic: u8, memory: &str, cores: u32) -> Vec<String> {
     }
     markers.push(format!("{cores} of {cores} cores online"));
     markers.push("hyp: ready".into());
+    // The root task runs the kernel's system tests at EL0 (init's test
+    // suite: IPC with badges, faults, errors, revoke, interrupts,
+    // priorities) and says whether all passed.
+    markers.push("hyp: root task: entry".into());
+    markers.push("init: boot info: ".into());
+    markers.push("init: all ".into());
+    markers.push(" tests passed".into());
     markers
 }
 
-const BOOT_FORBIDDEN: &[&str] = &["unexpected", "PANIC", "did not come online", "failed"];
+const BOOT_FORBIDDEN: &[&str] = &[
+    "unexpected",
+    "PANIC",
+    "did not come online",
+    "failed",
+    "FAIL",
+    "init: panic",
+    "kernel bug",
+];
 
 /// Every system test.
 pub fn all() -> Vec<SystemTest> {
@@ -314,7 +329,7 @@ fn failure(test: &SystemTest, seconds: f64, why: &str, transcript: &str) -> Stri
     )
 }
 
-fn spawn_reader(
+pub(crate) fn spawn_reader(
     source: Option<Box<dyn Read + Send>>,
     transcript: &Arc<Mutex<Vec<u8>>>,
 ) -> Option<thread::JoinHandle<()>> {
@@ -333,14 +348,14 @@ fn spawn_reader(
     }))
 }
 
-fn snapshot(transcript: &Arc<Mutex<Vec<u8>>>) -> String {
+pub(crate) fn snapshot(transcript: &Arc<Mutex<Vec<u8>>>) -> String {
     transcript
         .lock()
         .map(|bytes| String::from_utf8_lossy(&bytes).replace('\r', ""))
         .unwrap_or_default()
 }
 
-fn stop(child: &mut Child) {
+pub(crate) fn stop(child: &mut Child) {
     let _ = child.kill();
     let _ = child.wait();
 }

@@ -1,0 +1,87 @@
+//! `cargo xtask bench`: boots the benchmark build (hyp with EL0 access to
+//! the cycle counter, the root task built with its `bench` feature) on
+//! QEMU virt with `-icount shift=0`, where one instruction is one tick of
+//! the PMU cycle counter, and prints the table the root task measured.
+//!
+//! The figures are instruction counts, deterministic for a given build:
+//! they are measurements to compare, never asserted by a test.
+
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use crate::image;
+use crate::qemu::Machine;
+use crate::systest::{snapshot, spawn_reader, stop};
+
+/// How long the benchmark boot may take.
+const TIMEOUT: Duration = Duration::from_secs(600);
+/// The line the root task prints when it is done.
+const DONE: &str = "bench: done";
+
+/// Builds, boots and prints the table.
+pub fn run() -> Result<(), String> {
+    let built = image::build(
+        "qemu-virt",
+        &["init/bench".to_owned(), "bench".to_owned()],
+    )?;
+    let machine = Machine::virt(2, 1, true);
+    let mut command = machine.batch_command(&built.image);
+    command
+        .args(["-icount", "shift=0"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    println!("xtask: {command:?}");
+    let started = Instant::now();
+    let mut child = command
+        .spawn()
+        .map_err(|error| format!("cannot start QEMU: {error}"))?;
+    let transcript = Arc::new(Mutex::new(Vec::<u8>::new()));
+    let readers = [
+        spawn_reader(
+            child
+                .stdout
+                .take()
+                .map(|out| Box::new(out) as Box<dyn std::io::Read + Send>),
+            &transcript,
+        ),
+        spawn_reader(
+            child
+                .stderr
+                .take()
+                .map(|out| Box::new(out) as Box<dyn std::io::Read + Send>),
+            &transcript,
+        ),
+    ];
+    let outcome = loop {
+        let text = snapshot(&transcript);
+        if text.contains(DONE) {
+            break Ok(text);
+        }
+        if text.contains("FAIL") || text.contains("PANIC") || text.contains("panic") {
+            break Err(format!("the benchmark failed:\n{text}"));
+        }
+        if matches!(child.try_wait(), Ok(Some(_))) {
+            break Err(format!("QEMU exited before the benchmark ended:\n{text}"));
+        }
+        if started.elapsed() > TIMEOUT {
+            break Err(format!("no `{DONE}` within {} s:\n{text}", TIMEOUT.as_secs()));
+        }
+        thread::sleep(Duration::from_millis(100));
+    };
+    stop(&mut child);
+    for reader in readers.into_iter().flatten() {
+        let _ = reader.join();
+    }
+    let text = outcome?;
+    for line in text.lines().filter(|line| line.starts_with("bench:")) {
+        println!("{line}");
+    }
+    println!(
+        "xtask: benchmark boot took {:.1} s (QEMU -icount shift=0: figures are instructions)",
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
