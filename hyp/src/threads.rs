@@ -10,7 +10,6 @@
 
 use hyp_core::elf;
 use hyp_core::esr::{ExceptionClass, Syndrome};
-use hyp_core::ipc::IpcStore;
 use hyp_core::kernel::{Effects, Kernel, UserFault};
 use hyp_core::root_task::{self, Region};
 use hyp_core::thread::UserContext;
@@ -171,7 +170,7 @@ pub fn run(core: usize) -> ! {
     let mut kernel = KERNEL.lock();
     let mut effects = Effects::default();
     kernel.schedule(core, &mut effects);
-    let context = next_context(core, kernel, effects);
+    let context = next_context(core, kernel, &effects);
     // SAFETY: next_context returns the live save area of this core's
     // current thread with stage 2 set for it.
     unsafe { arch::resume_user(context) }
@@ -185,6 +184,12 @@ extern "C" fn handle_lower(vector: u64, syndrome: u64, fault_address: u64) -> *c
     let mut kernel = KERNEL.lock();
     let effects = match vector % 4 {
         0 => {
+            // The system call is by far the most frequent: test its class
+            // before decoding the syndrome.
+            if syndrome >> 26 == u64::from(ExceptionClass::SvcAarch64.code()) {
+                let effects = kernel.syscall(core);
+                return next_context(core, kernel, &effects);
+            }
             let class = Syndrome::new(syndrome).class();
             match class {
                 ExceptionClass::SvcAarch64 => kernel.syscall(core),
@@ -208,7 +213,7 @@ extern "C" fn handle_lower(vector: u64, syndrome: u64, fault_address: u64) -> *c
         }
         _ => kernel.fault(core, UserFault::Instruction { syndrome }),
     };
-    next_context(core, kernel, effects)
+    next_context(core, kernel, &effects)
 }
 
 fn take_interrupts(core: usize, kernel: &mut Kernel<RealStore>, effects: &mut Effects) {
@@ -222,13 +227,13 @@ fn take_interrupts(core: usize, kernel: &mut Kernel<RealStore>, effects: &mut Ef
             }
             Source::Device(intid) => kernel.interrupt(core, u16::try_from(intid).unwrap_or(u16::MAX)),
         };
-        apply(more);
+        apply(&more);
         effects.kick_cores |= more.kick_cores;
     });
 }
 
 /// Does what the kernel asked of the hardware.
-fn apply(effects: Effects) {
+fn apply(effects: &Effects) {
     if let Some(byte) = effects.put_char {
         print!("{}", char::from(byte));
     }
@@ -251,47 +256,35 @@ fn apply(effects: Effects) {
 fn next_context(
     core: usize,
     mut kernel: spin::MutexGuard<'static, Kernel<RealStore>>,
-    effects: Effects,
+    effects: &Effects,
 ) -> *const UserContext {
     apply(effects);
     loop {
-        if let Some(thread) = kernel.current(core) {
-            match kernel.address_space(thread) {
-                Some((vspace, vmid, recycled)) => {
-                    if recycled {
-                        registers::flush_guest_tlbs();
-                    }
-                    // SAFETY: the thread's VSpace is live (the thread holds
-                    // a reference to it) and its VMID is its own.
-                    unsafe { registers::set_stage2(vspace.0, vmid) };
-                    if let Some(context) = kernel.context_mut(thread) {
-                        // Only the condition flags survive: the thread
-                        // always returns to EL0, AArch64, SP_EL0.
-                        context.spsr &= 0xf000_0000;
-                        return core::ptr::from_ref(context);
-                    }
+        match kernel.resume(core) {
+            Some(Ok(resume)) => {
+                if resume.recycled {
+                    registers::flush_guest_tlbs();
                 }
-                None => {
-                    println!(
-                        "hyp: thread {:#x} has no VSpace; it is stopped",
-                        thread.0
-                    );
-                    if let Some(tcb) = kernel.store.tcb_mut(thread) {
-                        tcb.state = hyp_core::thread::ThreadState::Inactive;
-                    }
-                }
+                // SAFETY: the thread's VSpace is live (the thread holds a
+                // reference to it) and its VMID is its own.
+                unsafe { registers::set_stage2(resume.vspace.0, resume.vmid) };
+                return resume.context as *const UserContext;
             }
-            let mut effects = Effects::default();
-            kernel.schedule(core, &mut effects);
-            apply(effects);
-            continue;
+            Some(Err(thread)) => {
+                println!("hyp: thread {:#x} has no VSpace; it is stopped", thread.0);
+                let mut effects = Effects::default();
+                kernel.schedule(core, &mut effects);
+                apply(&effects);
+            }
+            None => {
+                drop(kernel);
+                registers::wait_for_interrupt();
+                kernel = KERNEL.lock();
+                let mut effects = Effects::default();
+                take_interrupts(core, &mut kernel, &mut effects);
+                kernel.schedule(core, &mut effects);
+                apply(&effects);
+            }
         }
-        drop(kernel);
-        registers::wait_for_interrupt();
-        kernel = KERNEL.lock();
-        let mut effects = Effects::default();
-        take_interrupts(core, &mut kernel, &mut effects);
-        kernel.schedule(core, &mut effects);
-        apply(effects);
     }
 }

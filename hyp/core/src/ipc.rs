@@ -116,10 +116,9 @@ pub enum Outcome {
     Blocked,
 }
 
-fn tcb(store: &impl IpcStore, thread: ThreadRef) -> Result<Tcb, IpcError> {
+fn tcb(store: &impl IpcStore, thread: ThreadRef) -> Result<&Tcb, IpcError> {
     store
         .tcb(thread)
-        .copied()
         .ok_or(IpcError::Inconsistent("missing thread"))
 }
 
@@ -178,8 +177,7 @@ fn notification_of(capability: Capability, needed: Rights) -> Result<(ObjectRef,
 
 /// Checks the message the current thread sends (its `x10`).
 fn outgoing_message(store: &impl IpcStore, sender: ThreadRef) -> Result<MessageInfo, IpcError> {
-    let context = tcb(store, sender)?.context;
-    let info = MessageInfo::decode(context.x[MESSAGE_INFO_REGISTER])
+    let info = MessageInfo::decode(tcb(store, sender)?.context.x[MESSAGE_INFO_REGISTER])
         .ok_or(IpcError::Refused(Error::InvalidArgument { argument: 0 }))?;
     if usize::from(info.length) > REGISTER_MESSAGE_WORDS {
         // The IPC buffer is not implemented yet.
@@ -246,7 +244,7 @@ fn make_runnable(
 }
 
 /// Takes the first waiter of `endpoint`, updating the endpoint's state.
-fn dequeue_first(store: &mut impl IpcStore, endpoint: ObjectRef) -> Result<ThreadRef, IpcError> {
+pub(crate) fn dequeue_first(store: &mut impl IpcStore, endpoint: ObjectRef) -> Result<ThreadRef, IpcError> {
     let mut object = *store
         .endpoint(endpoint)
         .ok_or(IpcError::Inconsistent("missing endpoint"))?;
@@ -264,7 +262,7 @@ fn dequeue_first(store: &mut impl IpcStore, endpoint: ObjectRef) -> Result<Threa
 }
 
 /// Puts `thread` at the back of `endpoint`'s queue in `state`.
-fn enqueue_waiter(
+pub(crate) fn enqueue_waiter(
     store: &mut impl IpcStore,
     endpoint: ObjectRef,
     thread: ThreadRef,
@@ -303,7 +301,7 @@ fn pair_for_reply(
 /// Ends the reply pairing of `thread` in both directions: the reply
 /// capability it holds, and the one held for it.
 fn unpair(store: &mut impl IpcStore, thread: ThreadRef) -> Result<(), IpcError> {
-    let Tcb {
+    let &Tcb {
         caller,
         reply_holder,
         ..

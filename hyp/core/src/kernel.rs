@@ -139,6 +139,36 @@ impl core::fmt::Display for Notice {
     }
 }
 
+/// The scheduling facts of a thread, copied out of its TCB.
+#[derive(Clone, Copy)]
+struct Scheduling {
+    state: ThreadState,
+    queued: bool,
+    affinity: usize,
+    priority: u8,
+}
+
+/// Whether the thread can run on `core` now, ahead of every thread ready
+/// there (`highest`: the highest ready priority).
+fn runs_next_here(tcb: &crate::thread::Tcb, core: usize, highest: Option<u8>) -> bool {
+    tcb.affinity == core && tcb.vspace.is_some() && highest.is_none_or(|highest| highest <= tcb.priority)
+}
+
+/// Where and how to resume a thread: its save area, its VSpace and VMID.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Resume {
+    /// The thread.
+    pub thread: ThreadRef,
+    /// The address of its saved registers (in its TCB).
+    pub context: usize,
+    /// Its VSpace's root table.
+    pub vspace: ObjectRef,
+    /// The VSpace's VMID.
+    pub vmid: u16,
+    /// The VMID was taken from another VSpace: flush the TLBs first.
+    pub recycled: bool,
+}
+
 /// A user fault as the arch layer read it from the syndrome registers.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum UserFault {
@@ -177,9 +207,22 @@ pub struct Kernel<S> {
     pub vmids: [Option<ObjectRef>; VMIDS],
     /// The VMID handed out last (round robin).
     next_vmid: usize,
+    /// Take the fast paths for `Call` and `ReplyRecv` when they apply (the
+    /// tests turn them off to compare against the general path).
+    pub fastpath: bool,
 }
 
 type Reply = Result<(MessageInfo, [u64; REGISTER_MESSAGE_WORDS]), Error>;
+
+/// Registers `x0..x13`: all a system call reads (message words, number,
+/// capability pointer, message info, extra capability pointers).
+const REGISTERS_READ: usize = 14;
+
+/// A copy of the registers a system call reads.
+#[derive(Clone, Copy, Debug, Default)]
+struct Registers {
+    x: [u64; REGISTERS_READ],
+}
 
 fn success(words: &[u64]) -> Reply {
     let mut message = [0; REGISTER_MESSAGE_WORDS];
@@ -253,6 +296,7 @@ impl<S: KernelStore> Kernel<S> {
             reserved_irqs,
             vmids: [None; VMIDS],
             next_vmid: 0,
+            fastpath: true,
         }
     }
 
@@ -275,10 +319,21 @@ impl<S: KernelStore> Kernel<S> {
     /// VSpace has none. The second value says that the VMID was taken from
     /// another VSpace: flush its TLB entries first.
     pub fn address_space(&mut self, thread: ThreadRef) -> Option<(ObjectRef, u16, bool)> {
-        let vspace = self.store.tcb(thread)?.vspace?;
+        let tcb = self.store.tcb(thread)?;
+        let vspace = tcb.vspace?;
+        // The thread remembers the VMID it ran with; it is still its
+        // VSpace's if the table says so (the common case: no search).
+        let hint = usize::from(tcb.vmid);
+        if hint != 0 && self.vmids.get(hint).copied().flatten() == Some(vspace) {
+            return Some((vspace, tcb.vmid, false));
+        }
         if let Some(vmid) = self.vmids.iter().position(|owner| *owner == Some(vspace)) {
             #[allow(clippy::cast_possible_truncation, reason = "below VMIDS (256)")]
-            return Some((vspace, vmid as u16, false));
+            let vmid = vmid as u16;
+            if let Some(tcb) = self.store.tcb_mut(thread) {
+                tcb.vmid = vmid;
+            }
+            return Some((vspace, vmid, false));
         }
         let free = self.vmids.iter().skip(1).position(Option::is_none);
         let (vmid, recycled) = match free {
@@ -290,7 +345,35 @@ impl<S: KernelStore> Kernel<S> {
         };
         self.vmids[vmid] = Some(vspace);
         #[allow(clippy::cast_possible_truncation, reason = "below VMIDS (256)")]
-        Some((vspace, vmid as u16, recycled))
+        let vmid = vmid as u16;
+        if let Some(tcb) = self.store.tcb_mut(thread) {
+            tcb.vmid = vmid;
+        }
+        Some((vspace, vmid, recycled))
+    }
+
+    /// What the arch layer needs to resume the current thread of `core`,
+    /// with its user `spsr` cleaned (only the condition flags survive: the
+    /// thread always returns to EL0, AArch64, `SP_EL0`). `None`: nothing to
+    /// run, or the thread has no VSpace (it is then stopped and reported).
+    pub fn resume(&mut self, core: usize) -> Option<Result<Resume, ThreadRef>> {
+        let thread = self.current(core)?;
+        let Some((vspace, vmid, recycled)) = self.address_space(thread) else {
+            if let Some(tcb) = self.store.tcb_mut(thread) {
+                tcb.state = ThreadState::Inactive;
+            }
+            return Some(Err(thread));
+        };
+        let tcb = self.store.tcb_mut(thread)?;
+        tcb.context.spsr &= 0xf000_0000;
+        let context = core::ptr::from_ref(&tcb.context) as usize;
+        Some(Ok(Resume {
+            thread,
+            context,
+            vspace,
+            vmid,
+            recycled,
+        }))
     }
 
     /// Forgets VMIDs of VSpaces that no longer exist (after a delete or
@@ -337,11 +420,28 @@ impl<S: KernelStore> Kernel<S> {
         let Some(thread) = self.current(core) else {
             return effects;
         };
-        let Some(context) = self.context(thread).copied() else {
+        // Only the registers a system call reads: x0..x13.
+        let Some(context) = self.context(thread).map(|context| {
+            let mut registers = Registers::default();
+            registers.x.copy_from_slice(&context.x[..REGISTERS_READ]);
+            registers
+        }) else {
             effects.notice = Some(Notice::Inconsistent("current thread"));
             return effects;
         };
         let number = context.x[SYSCALL_NUMBER_REGISTER];
+        if self.fastpath {
+            let taken = if number == Syscall::Call as u64 {
+                self.fast_call(core, thread, &context)
+            } else if number == Syscall::ReplyRecv as u64 {
+                self.fast_reply_receive(core, thread, &context)
+            } else {
+                false
+            };
+            if taken {
+                return effects;
+            }
+        }
         let result = match Syscall::from_number(number) {
             None => Err(Error::IllegalOperation),
             Some(syscall) => self.dispatch(core, thread, syscall, &context, &mut effects),
@@ -378,7 +478,7 @@ impl<S: KernelStore> Kernel<S> {
         core: usize,
         thread: ThreadRef,
         syscall: Syscall,
-        context: &UserContext,
+        context: &Registers,
         effects: &mut Effects,
     ) -> Result<Option<(MessageInfo, [u64; REGISTER_MESSAGE_WORDS])>, Error> {
         let pointer = context.x[CAPABILITY_REGISTER];
@@ -456,7 +556,7 @@ impl<S: KernelStore> Kernel<S> {
         }
     }
 
-    fn arguments(&self, thread: ThreadRef, context: &UserContext) -> Result<Arguments, Error> {
+    fn arguments(&self, thread: ThreadRef, context: &Registers) -> Result<Arguments, Error> {
         let info = MessageInfo::decode(context.x[MESSAGE_INFO_REGISTER])
             .ok_or(Error::InvalidArgument { argument: 0 })?;
         let mut arguments = Arguments {
@@ -487,7 +587,7 @@ impl<S: KernelStore> Kernel<S> {
         thread: ThreadRef,
         slot: SlotRef,
         capability: Capability,
-        context: &UserContext,
+        context: &Registers,
         effects: &mut Effects,
     ) -> Reply {
         let info = MessageInfo::decode(context.x[MESSAGE_INFO_REGISTER])
@@ -789,6 +889,173 @@ impl<S: KernelStore> Kernel<S> {
         }
     }
 
+    /// The capability `pointer` names in `thread`'s CSpace when that is a
+    /// single CNode whose guard makes the pointer exactly 64 bits deep (the
+    /// common layout); `None` sends the caller to the general lookup.
+    fn fast_lookup(&self, thread: ThreadRef, pointer: u64) -> Option<Capability> {
+        let Capability::CNode {
+            object,
+            radix,
+            guard,
+            guard_bits,
+        } = self.store.tcb(thread)?.cspace_root
+        else {
+            return None;
+        };
+        if u32::from(radix) + u32::from(guard_bits) != 64 || radix == 0 || radix >= 64 {
+            return None;
+        }
+        if pointer >> radix != guard {
+            return None;
+        }
+        let index = pointer & ((1u64 << radix) - 1);
+        self.store
+            .slot(SlotRef {
+                cnode: object,
+                index,
+            })
+            .map(|found| found.capability)
+    }
+
+    /// The fast path of `Call` on an endpoint where a receiver waits that
+    /// can run at once on this core: the message goes straight into the
+    /// receiver's registers and the core switches to it, with the same
+    /// outcome as the general path (`ipc::send`, then `schedule`). Returns
+    /// false, having changed nothing, when any condition does not hold.
+    fn fast_call(&mut self, core: usize, caller: ThreadRef, registers: &Registers) -> bool {
+        let Some(info) = MessageInfo::decode(registers.x[MESSAGE_INFO_REGISTER]) else {
+            return false;
+        };
+        if usize::from(info.length) > REGISTER_MESSAGE_WORDS || info.extra_capabilities != 0 {
+            return false;
+        }
+        let Some(Capability::Endpoint {
+            object: endpoint,
+            badge,
+            rights,
+        }) = self.fast_lookup(caller, registers.x[CAPABILITY_REGISTER])
+        else {
+            return false;
+        };
+        if !rights.contains(Rights::WRITE.union(Rights::GRANT_REPLY)) {
+            return false;
+        }
+        let Some(receiver) = self
+            .store
+            .endpoint(endpoint)
+            .filter(|object| object.state == ipc::EndpointState::Receiving)
+            .and_then(|object| object.queue.head())
+        else {
+            return false;
+        };
+        let highest = self.scheduler.highest_priority(core);
+        let eligible = self.store.tcb(receiver).is_some_and(|tcb| {
+            tcb.state == ThreadState::BlockedOnReceive { endpoint }
+                && tcb.caller.is_none()
+                && runs_next_here(tcb, core, highest)
+        });
+        if !eligible || ipc::dequeue_first(&mut self.store, endpoint) != Ok(receiver) {
+            return false;
+        }
+        // From here on nothing can be refused.
+        let length = usize::from(info.length);
+        if let Some(tcb) = self.store.tcb_mut(receiver) {
+            tcb.context.x[..length].copy_from_slice(&registers.x[..length]);
+            tcb.context.x[CAPABILITY_REGISTER] = badge;
+            tcb.context.x[MESSAGE_INFO_REGISTER] = info.encode();
+            tcb.caller = Some(caller);
+            tcb.state = ThreadState::Runnable;
+            tcb.running = true;
+        }
+        if let Some(tcb) = self.store.tcb_mut(caller) {
+            tcb.state = ThreadState::BlockedOnReply;
+            tcb.reply_holder = Some(receiver);
+            tcb.running = false;
+        }
+        self.cores[core].current = Some(receiver);
+        self.cores[core].timeslice = Timeslice::default();
+        true
+    }
+
+    /// The fast path of `ReplyRecv`: the reply goes straight into the
+    /// registers of the waiting caller, which can run at once on this core,
+    /// and the replier waits on an endpoint where no sender is queued.
+    /// Returns false, having changed nothing, when a condition does not
+    /// hold.
+    fn fast_reply_receive(&mut self, core: usize, replier: ThreadRef, registers: &Registers) -> bool {
+        let Some(info) = MessageInfo::decode(registers.x[MESSAGE_INFO_REGISTER]) else {
+            return false;
+        };
+        if usize::from(info.length) > REGISTER_MESSAGE_WORDS || info.extra_capabilities != 0 {
+            return false;
+        }
+        let Some(Capability::Endpoint {
+            object: endpoint,
+            rights,
+            ..
+        }) = self.fast_lookup(replier, registers.x[CAPABILITY_REGISTER])
+        else {
+            return false;
+        };
+        if !rights.contains(Rights::READ) {
+            return false;
+        }
+        let Some((Some(caller), None)) = self
+            .store
+            .tcb(replier)
+            .map(|tcb| (tcb.caller, tcb.bound_notification))
+        else {
+            return false;
+        };
+        let highest = self.scheduler.highest_priority(core);
+        let waiting = self.store.tcb(caller).is_some_and(|tcb| {
+            tcb.state == ThreadState::BlockedOnReply
+                && tcb.reply_holder == Some(replier)
+                && tcb.pending_fault.is_none()
+                && runs_next_here(tcb, core, highest)
+        });
+        let no_sender = self
+            .store
+            .endpoint(endpoint)
+            .is_some_and(|object| object.state != ipc::EndpointState::Sending);
+        if !waiting || !no_sender {
+            return false;
+        }
+        if let Some(tcb) = self.store.tcb_mut(replier) {
+            tcb.state = ThreadState::BlockedOnReceive { endpoint };
+        }
+        if ipc::enqueue_waiter(
+            &mut self.store,
+            endpoint,
+            replier,
+            ipc::EndpointState::Receiving,
+        )
+        .is_err()
+        {
+            if let Some(tcb) = self.store.tcb_mut(replier) {
+                tcb.state = ThreadState::Runnable;
+            }
+            return false;
+        }
+        // From here on nothing can be refused.
+        let length = usize::from(info.length);
+        if let Some(tcb) = self.store.tcb_mut(caller) {
+            tcb.context.x[..length].copy_from_slice(&registers.x[..length]);
+            tcb.context.x[CAPABILITY_REGISTER] = 0;
+            tcb.context.x[MESSAGE_INFO_REGISTER] = info.encode();
+            tcb.reply_holder = None;
+            tcb.state = ThreadState::Runnable;
+            tcb.running = true;
+        }
+        if let Some(tcb) = self.store.tcb_mut(replier) {
+            tcb.caller = None;
+            tcb.running = false;
+        }
+        self.cores[core].current = Some(caller);
+        self.cores[core].timeslice = Timeslice::default();
+        true
+    }
+
     /// The current thread of `core` faulted (its registers are saved).
     pub fn fault(&mut self, core: usize, fault: UserFault) -> Effects {
         let mut effects = Effects::default();
@@ -867,9 +1134,14 @@ impl<S: KernelStore> Kernel<S> {
             return;
         }
         if let Some(thread) = self.cores[core].current {
-            let tcb = self.store.tcb(thread).copied();
+            let tcb = self.store.tcb(thread).map(|tcb| Scheduling {
+                state: tcb.state,
+                queued: tcb.links.queued,
+                affinity: tcb.affinity,
+                priority: tcb.priority,
+            });
             let keep = match tcb {
-                Some(tcb) if tcb.state == ThreadState::Runnable && !tcb.links.queued => {
+                Some(tcb) if tcb.state == ThreadState::Runnable && !tcb.queued => {
                     if tcb.affinity != core {
                         // Moved away: it runs on its new core.
                         if self.scheduler.enqueue(&mut self.store, thread).is_err() {

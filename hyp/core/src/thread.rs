@@ -91,6 +91,9 @@ pub struct Tcb {
     /// Where the thread's faults go: an endpoint and the badge of the
     /// capability it was configured with, counted as a reference.
     pub fault_endpoint: Option<(ObjectRef, u64)>,
+    /// The VMID its VSpace had when it last ran (a hint: valid only while
+    /// the kernel's VMID table still gives that VMID to that VSpace).
+    pub vmid: u16,
     /// Some core has it as its current thread (it may be executing): its
     /// TCB must not end until that core has switched away.
     pub running: bool,

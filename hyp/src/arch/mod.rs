@@ -62,6 +62,9 @@ static mut SECONDARY_BOOT: SecondaryBoot = SecondaryBoot {
     mpidrs: [0; MAX_CORES],
 };
 
+// The kernel's memcpy and memset (see memory.S for why).
+global_asm!(include_str!("memory.S"));
+
 global_asm!(
     include_str!("entry.S"),
     STACK_SIZE = const STACK_SIZE,

@@ -53,10 +53,12 @@ pub static CORE_BLOCKS: [CoreBlock; hyp_abi::MAX_CORES] = {
 /// `TPIDR_EL2`.
 pub fn core_index() -> usize {
     let block = TPIDR_EL2.get();
-    CORE_BLOCKS
-        .iter()
-        .position(|candidate| core::ptr::from_ref(candidate) as u64 == block)
-        .unwrap_or(usize::MAX)
+    let first = core::ptr::from_ref(&CORE_BLOCKS[0]) as u64;
+    let index = block.wrapping_sub(first) / size_of::<CoreBlock>() as u64;
+    match usize::try_from(index) {
+        Ok(index) if index < hyp_abi::MAX_CORES => index,
+        _ => usize::MAX,
+    }
 }
 
 /// Points `TPIDR_EL2` at this core's [`CoreBlock`].
@@ -157,6 +159,12 @@ pub fn enable_cycle_counter_for_el0() {
 /// recycled).
 pub unsafe fn set_stage2(root: u64, vmid: u16) {
     let vttbr = root | (u64::from(vmid & 0xff) << 48);
+    let current: u64;
+    // SAFETY: reading VTTBR_EL2 has no side effect.
+    unsafe { asm!("mrs {}, vttbr_el2", out(reg) current, options(nomem, nostack, preserves_flags)) };
+    if current == vttbr {
+        return;
+    }
     // SAFETY: the caller's contract.
     unsafe { asm!("msr vttbr_el2, {}", "isb", in(reg) vttbr, options(nostack, preserves_flags)) };
 }

@@ -573,3 +573,87 @@ fn revoking_an_untyped_lets_the_same_memory_be_retyped_again() {
         .object();
     assert_eq!(first, second, "the same memory again");
 }
+
+/// The fast paths of `Call` and `ReplyRecv` must leave exactly the state
+/// the general path leaves: the same scenario runs twice, with and without
+/// them, and every step is compared (the next test shows the fast path is
+/// really taken in this situation).
+#[test]
+fn fast_paths_change_exactly_what_the_general_path_changes() {
+    fn scenario(fastpath: bool) -> Vec<Arena> {
+        let (mut kernel, root) = booted();
+        kernel.fastpath = fastpath;
+        let free = first_free(&kernel);
+        retype(&mut kernel, ObjectType::Endpoint, 0, free);
+        let client = spawn(&mut kernel, free + 1, 255, 0);
+        // A second client at a lower priority, so the run queue is not
+        // empty while the first one calls.
+        let _background = spawn(&mut kernel, free + 2, 7, 0);
+        let mut states = Vec::new();
+        enter(&mut kernel, 0, Syscall::Recv as u64, free, MessageInfo::new(0, 0), &[], &[]);
+        assert_eq!(kernel.current(0), Some(client));
+        for round in 0..20u64 {
+            enter(
+                &mut kernel,
+                0,
+                Syscall::Call as u64,
+                free,
+                MessageInfo::new(round, (round % 9) as u8),
+                &[round; 8],
+                &[],
+            );
+            assert_eq!(kernel.current(0), Some(root));
+            states.push(kernel.store.clone());
+            enter(
+                &mut kernel,
+                0,
+                Syscall::ReplyRecv as u64,
+                free,
+                MessageInfo::new(0, (round % 5) as u8),
+                &[round * 7; 8],
+                &[],
+            );
+            assert_eq!(kernel.current(0), Some(client));
+            states.push(kernel.store.clone());
+        }
+        states
+    }
+    let general = scenario(false);
+    let fast = scenario(true);
+    assert_eq!(general.len(), fast.len());
+    for (step, (general, fast)) in general.iter().zip(&fast).enumerate() {
+        assert_eq!(general, fast, "step {step} differs");
+    }
+}
+
+#[test]
+fn the_fast_path_is_taken_for_a_plain_call() {
+    let (mut kernel, root) = booted();
+    let free = first_free(&kernel);
+    retype(&mut kernel, ObjectType::Endpoint, 0, free);
+    let client = spawn(&mut kernel, free + 1, 255, 0);
+    enter(&mut kernel, 0, Syscall::Recv as u64, free, MessageInfo::new(0, 0), &[], &[]);
+    assert_eq!(kernel.current(0), Some(client));
+    let registers = {
+        let context = kernel.context(client).unwrap();
+        let mut registers = Registers::default();
+        registers.x.copy_from_slice(&context.x[..REGISTERS_READ]);
+        registers.x[9] = free;
+        registers.x[10] = MessageInfo::new(1, 1).encode();
+        registers
+    };
+    assert!(kernel.fast_call(0, client, &registers), "fast path taken");
+    assert_eq!(kernel.current(0), Some(root));
+    // A message with a capability to transfer never takes it.
+    let mut with_capability = MessageInfo::new(1, 1);
+    with_capability.extra_capabilities = 1;
+    let registers = Registers {
+        x: {
+            let mut x = [0; REGISTERS_READ];
+            x[9] = free;
+            x[10] = with_capability.encode();
+            x
+        },
+    };
+    assert!(!kernel.fast_reply_receive(0, root, &registers));
+}
