@@ -158,12 +158,14 @@ impl RealStore {
         self.page_count = count;
     }
 
+    #[inline(always)]
     fn page_index(&self, address: u64) -> Option<usize> {
         let offset = address.checked_sub(self.ram_base)?;
         let index = usize::try_from(offset >> PAGE_BITS).ok()?;
         (index < self.page_count).then_some(index)
     }
 
+    #[inline(always)]
     fn page(&self, address: u64) -> Option<&PageInfo> {
         let index = self.page_index(address)?;
         // SAFETY: index < page_count, and every entry is initialized
@@ -171,6 +173,7 @@ impl RealStore {
         Some(unsafe { &*self.pages.add(index) })
     }
 
+    #[inline(always)]
     fn page_mut(&mut self, address: u64) -> Option<&mut PageInfo> {
         let index = self.page_index(address)?;
         // SAFETY: as for `page`, and `&mut self` makes this the only
@@ -192,6 +195,7 @@ impl RealStore {
     }
 
     /// The live large object of `kinds` starting at `object`.
+    #[inline(always)]
     fn large(&self, object: ObjectRef, kinds: &[ObjectType]) -> Option<&ObjectHeader> {
         let page = self.page(object.0)?;
         (page.usage == PageUse::LargeObject
@@ -201,6 +205,7 @@ impl RealStore {
     }
 
     /// The sealed small object of `kind` at `object`.
+    #[inline(always)]
     fn small<T>(&self, object: ObjectRef, kind: ObjectType) -> Option<&Small<T>> {
         if self.page(object.0)?.usage != PageUse::SmallObjects
             || !object.0.is_multiple_of(64)
@@ -222,6 +227,7 @@ impl RealStore {
         Some(unsafe { &*pointer })
     }
 
+    #[inline(always)]
     fn small_mut<T>(&mut self, object: ObjectRef, kind: ObjectType) -> Option<&mut Small<T>> {
         self.small::<T>(object, kind)?;
         let pointer = usize::try_from(object.0).ok()? as *mut Small<T>;
@@ -285,6 +291,7 @@ impl RealStore {
 }
 
 impl ObjectStore for RealStore {
+    #[inline(always)]
     fn slot(&self, slot: SlotRef) -> Option<&Slot> {
         let header = self.large(slot.cnode, &[ObjectType::CNode])?;
         if slot.index >= 1u64 << header.size_bits {
@@ -298,6 +305,7 @@ impl ObjectStore for RealStore {
         Some(unsafe { &(*base.add(index)).slot })
     }
 
+    #[inline(always)]
     fn slot_mut(&mut self, slot: SlotRef) -> Option<&mut Slot> {
         self.slot(slot)?;
         let index = usize::try_from(slot.index).ok()?;
@@ -446,9 +454,11 @@ impl ObjectStore for RealStore {
 }
 
 impl LinkStore for RealStore {
+    #[inline(always)]
     fn links(&self, thread: ThreadRef) -> Links {
         self.tcb(thread).map(|tcb| tcb.links).unwrap_or_default()
     }
+    #[inline(always)]
     fn set_links(&mut self, thread: ThreadRef, links: Links) {
         if let Some(tcb) = self.tcb_mut(thread) {
             tcb.links = links;
@@ -466,26 +476,32 @@ impl SchedulerStore for RealStore {
 }
 
 impl IpcStore for RealStore {
+    #[inline(always)]
     fn tcb(&self, thread: ThreadRef) -> Option<&Tcb> {
         self.small::<Tcb>(thread, ObjectType::Tcb)
             .map(|found| &found.body)
     }
+    #[inline(always)]
     fn tcb_mut(&mut self, thread: ThreadRef) -> Option<&mut Tcb> {
         self.small_mut::<Tcb>(thread, ObjectType::Tcb)
             .map(|found| &mut found.body)
     }
+    #[inline(always)]
     fn endpoint(&self, endpoint: ObjectRef) -> Option<&Endpoint> {
         self.small::<Endpoint>(endpoint, ObjectType::Endpoint)
             .map(|found| &found.body)
     }
+    #[inline(always)]
     fn endpoint_mut(&mut self, endpoint: ObjectRef) -> Option<&mut Endpoint> {
         self.small_mut::<Endpoint>(endpoint, ObjectType::Endpoint)
             .map(|found| &mut found.body)
     }
+    #[inline(always)]
     fn notification(&self, notification: ObjectRef) -> Option<&Notification> {
         self.small::<Notification>(notification, ObjectType::Notification)
             .map(|found| &found.body)
     }
+    #[inline(always)]
     fn notification_mut(&mut self, notification: ObjectRef) -> Option<&mut Notification> {
         self.small_mut::<Notification>(notification, ObjectType::Notification)
             .map(|found| &mut found.body)

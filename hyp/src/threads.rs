@@ -187,7 +187,8 @@ extern "C" fn handle_lower(vector: u64, syndrome: u64, fault_address: u64) -> *c
             // The system call is by far the most frequent: test its class
             // before decoding the syndrome.
             if syndrome >> 26 == u64::from(ExceptionClass::SvcAarch64.code()) {
-                let effects = kernel.syscall(core);
+                let mut effects = Effects::default();
+                kernel.syscall_into(core, &mut effects);
                 return next_context(core, kernel, &effects);
             }
             let class = Syndrome::new(syndrome).class();

@@ -30,6 +30,7 @@ use crate::cspace::{self, KernelStore};
 use crate::ipc::{self, FaultDelivery, IpcError, Outcome};
 use crate::irq;
 use crate::object::{ObjectRef, ThreadRef};
+use crate::queue::{Links, Queue};
 use crate::scheduler::{Scheduler, Timeslice};
 use crate::tcb::{self, Configuration};
 use crate::thread::{FaultMessage, ThreadState, UserContext};
@@ -417,8 +418,15 @@ impl<S: KernelStore> Kernel<S> {
     /// saved in its TCB).
     pub fn syscall(&mut self, core: usize) -> Effects {
         let mut effects = Effects::default();
+        self.syscall_into(core, &mut effects);
+        effects
+    }
+
+    /// [`Kernel::syscall`], adding its effects to `effects` (which the
+    /// caller keeps where it wants them: no copy on the hot path).
+    pub fn syscall_into(&mut self, core: usize, effects: &mut Effects) {
         let Some(thread) = self.current(core) else {
-            return effects;
+            return;
         };
         // Only the registers a system call reads: x0..x13.
         let Some(context) = self.context(thread).map(|context| {
@@ -427,7 +435,7 @@ impl<S: KernelStore> Kernel<S> {
             registers
         }) else {
             effects.notice = Some(Notice::Inconsistent("current thread"));
-            return effects;
+            return;
         };
         let number = context.x[SYSCALL_NUMBER_REGISTER];
         if self.fastpath {
@@ -439,20 +447,19 @@ impl<S: KernelStore> Kernel<S> {
                 false
             };
             if taken {
-                return effects;
+                return;
             }
         }
         let result = match Syscall::from_number(number) {
             None => Err(Error::IllegalOperation),
-            Some(syscall) => self.dispatch(core, thread, syscall, &context, &mut effects),
+            Some(syscall) => self.dispatch(core, thread, syscall, &context, effects),
         };
         match result {
             Ok(Some(reply)) => self.write_reply(thread, Ok(reply)),
             Ok(None) => {}
             Err(error) => self.write_reply(thread, Err(error)),
         }
-        self.schedule(core, &mut effects);
-        effects
+        self.schedule(core, effects);
     }
 
     fn write_reply(&mut self, thread: ThreadRef, reply: Reply) {
@@ -940,11 +947,14 @@ impl<S: KernelStore> Kernel<S> {
         if !rights.contains(Rights::WRITE.union(Rights::GRANT_REPLY)) {
             return false;
         }
-        let Some(receiver) = self
+        let Some((receiver, alone)) = self
             .store
             .endpoint(endpoint)
             .filter(|object| object.state == ipc::EndpointState::Receiving)
-            .and_then(|object| object.queue.head())
+            .and_then(|object| {
+                let head = object.queue.head()?;
+                Some((head, object.queue.tail() == Some(head)))
+            })
         else {
             return false;
         };
@@ -953,13 +963,23 @@ impl<S: KernelStore> Kernel<S> {
             tcb.state == ThreadState::BlockedOnReceive { endpoint }
                 && tcb.caller.is_none()
                 && runs_next_here(tcb, core, highest)
+                && (!alone || tcb.links == Links::ALONE)
         });
-        if !eligible || ipc::dequeue_first(&mut self.store, endpoint) != Ok(receiver) {
+        if !eligible {
+            return false;
+        }
+        if alone {
+            // The only receiver: the endpoint goes idle.
+            if let Some(object) = self.store.endpoint_mut(endpoint) {
+                *object = ipc::Endpoint::default();
+            }
+        } else if ipc::dequeue_first(&mut self.store, endpoint) != Ok(receiver) {
             return false;
         }
         // From here on nothing can be refused.
         let length = usize::from(info.length);
         if let Some(tcb) = self.store.tcb_mut(receiver) {
+            tcb.links = Links::UNQUEUED;
             tcb.context.x[..length].copy_from_slice(&registers.x[..length]);
             tcb.context.x[CAPABILITY_REGISTER] = badge;
             tcb.context.x[MESSAGE_INFO_REGISTER] = info.encode();
@@ -1021,21 +1041,39 @@ impl<S: KernelStore> Kernel<S> {
         if !waiting || !no_sender {
             return false;
         }
-        if let Some(tcb) = self.store.tcb_mut(replier) {
-            tcb.state = ThreadState::BlockedOnReceive { endpoint };
-        }
-        if ipc::enqueue_waiter(
-            &mut self.store,
-            endpoint,
-            replier,
-            ipc::EndpointState::Receiving,
-        )
-        .is_err()
-        {
-            if let Some(tcb) = self.store.tcb_mut(replier) {
-                tcb.state = ThreadState::Runnable;
+        let idle = self
+            .store
+            .endpoint(endpoint)
+            .is_some_and(|object| object.state == ipc::EndpointState::Idle);
+        if idle {
+            // The first receiver: the endpoint's queue is just this thread.
+            if let Some(object) = self.store.endpoint_mut(endpoint) {
+                *object = ipc::Endpoint {
+                    state: ipc::EndpointState::Receiving,
+                    queue: Queue::of_one(replier),
+                };
             }
-            return false;
+            if let Some(tcb) = self.store.tcb_mut(replier) {
+                tcb.links = Links::ALONE;
+                tcb.state = ThreadState::BlockedOnReceive { endpoint };
+            }
+        } else {
+            if let Some(tcb) = self.store.tcb_mut(replier) {
+                tcb.state = ThreadState::BlockedOnReceive { endpoint };
+            }
+            if ipc::enqueue_waiter(
+                &mut self.store,
+                endpoint,
+                replier,
+                ipc::EndpointState::Receiving,
+            )
+            .is_err()
+            {
+                if let Some(tcb) = self.store.tcb_mut(replier) {
+                    tcb.state = ThreadState::Runnable;
+                }
+                return false;
+            }
         }
         // From here on nothing can be refused.
         let length = usize::from(info.length);

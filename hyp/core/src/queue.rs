@@ -46,6 +46,13 @@ pub struct Links {
 }
 
 impl Links {
+    /// The links of the only thread of a queue.
+    pub const ALONE: Links = Links {
+        next: None,
+        prev: None,
+        queued: true,
+    };
+
     /// The links of a thread that is in no queue. A new TCB starts with these.
     pub const UNQUEUED: Links = Links {
         next: None,
@@ -126,6 +133,16 @@ impl Queue {
         head: None,
         tail: None,
     };
+
+    /// The queue holding only `thread` (whose links must then be
+    /// [`Links::ALONE`]): for the kernel's fast paths, which put a thread
+    /// into an empty queue without the general insertion.
+    pub const fn of_one(thread: ThreadRef) -> Queue {
+        Queue {
+            head: Some(thread),
+            tail: Some(thread),
+        }
+    }
 
     /// Whether no thread is in the queue.
     pub const fn is_empty(&self) -> bool {
