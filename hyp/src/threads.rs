@@ -234,7 +234,14 @@ fn take_interrupts(core: usize, kernel: &mut Kernel<RealStore>, effects: &mut Ef
 }
 
 /// Does what the kernel asked of the hardware.
+#[inline(always)]
 fn apply(effects: &Effects) {
+    if *effects != Effects::default() {
+        apply_some(effects);
+    }
+}
+
+fn apply_some(effects: &Effects) {
     if let Some(byte) = effects.put_char {
         print!("{}", char::from(byte));
     }

@@ -155,6 +155,16 @@ fn runs_next_here(tcb: &crate::thread::Tcb, core: usize, highest: Option<u8>) ->
     tcb.affinity == core && tcb.vspace.is_some() && highest.is_none_or(|highest| highest <= tcb.priority)
 }
 
+/// What the fast paths read from the sender, decoded.
+#[derive(Clone, Copy)]
+struct FastMessage {
+    info: MessageInfo,
+    words: [u64; REGISTER_MESSAGE_WORDS],
+    endpoint: ObjectRef,
+    badge: u64,
+    rights: Rights,
+}
+
 /// Where and how to resume a thread: its save area, its VSpace and VMID.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Resume {
@@ -359,6 +369,22 @@ impl<S: KernelStore> Kernel<S> {
     /// run, or the thread has no VSpace (it is then stopped and reported).
     pub fn resume(&mut self, core: usize) -> Option<Result<Resume, ThreadRef>> {
         let thread = self.current(core)?;
+        // The common case in one lookup: the thread's VMID hint is valid.
+        let vmids = &self.vmids;
+        let tcb = self.store.tcb_mut(thread)?;
+        if let Some(vspace) = tcb.vspace {
+            let hint = usize::from(tcb.vmid);
+            if hint != 0 && vmids.get(hint).copied().flatten() == Some(vspace) {
+                tcb.context.spsr &= 0xf000_0000;
+                return Some(Ok(Resume {
+                    thread,
+                    context: core::ptr::from_ref(&tcb.context) as usize,
+                    vspace,
+                    vmid: tcb.vmid,
+                    recycled: false,
+                }));
+            }
+        }
         let Some((vspace, vmid, recycled)) = self.address_space(thread) else {
             if let Some(tcb) = self.store.tcb_mut(thread) {
                 tcb.state = ThreadState::Inactive;
@@ -428,21 +454,18 @@ impl<S: KernelStore> Kernel<S> {
         let Some(thread) = self.current(core) else {
             return;
         };
-        // Only the registers a system call reads: x0..x13.
-        let Some(context) = self.context(thread).map(|context| {
-            let mut registers = Registers::default();
-            registers.x.copy_from_slice(&context.x[..REGISTERS_READ]);
-            registers
-        }) else {
+        let Some(number) = self
+            .context(thread)
+            .map(|context| context.x[SYSCALL_NUMBER_REGISTER])
+        else {
             effects.notice = Some(Notice::Inconsistent("current thread"));
             return;
         };
-        let number = context.x[SYSCALL_NUMBER_REGISTER];
         if self.fastpath {
             let taken = if number == Syscall::Call as u64 {
-                self.fast_call(core, thread, &context)
+                self.fast_call(core, thread)
             } else if number == Syscall::ReplyRecv as u64 {
-                self.fast_reply_receive(core, thread, &context)
+                self.fast_reply_receive(core, thread)
             } else {
                 false
             };
@@ -450,6 +473,14 @@ impl<S: KernelStore> Kernel<S> {
                 return;
             }
         }
+        // Only the registers a system call reads: x0..x13.
+        let Some(context) = self.context(thread).map(|context| {
+            let mut registers = Registers::default();
+            registers.x.copy_from_slice(&context.x[..REGISTERS_READ]);
+            registers
+        }) else {
+            return;
+        };
         let result = match Syscall::from_number(number) {
             None => Err(Error::IllegalOperation),
             Some(syscall) => self.dispatch(core, thread, syscall, &context, effects),
@@ -896,32 +927,57 @@ impl<S: KernelStore> Kernel<S> {
         }
     }
 
-    /// The capability `pointer` names in `thread`'s CSpace when that is a
-    /// single CNode whose guard makes the pointer exactly 64 bits deep (the
-    /// common layout); `None` sends the caller to the general lookup.
-    fn fast_lookup(&self, thread: ThreadRef, pointer: u64) -> Option<Capability> {
+    /// The message the current thread sends (its `x0..x7`, badge-less)
+    /// and the endpoint its `x9` names, when that pointer resolves in a
+    /// CSpace that is a single CNode whose guard makes the pointer exactly
+    /// 64 bits deep (the common layout), and the message fits in
+    /// registers. `None` sends the caller to the general path.
+    fn fast_message(&self, thread: ThreadRef) -> Option<FastMessage> {
+        let tcb = self.store.tcb(thread)?;
+        let info = MessageInfo::decode(tcb.context.x[MESSAGE_INFO_REGISTER])?;
+        if usize::from(info.length) > REGISTER_MESSAGE_WORDS || info.extra_capabilities != 0 {
+            return None;
+        }
         let Capability::CNode {
             object,
             radix,
             guard,
             guard_bits,
-        } = self.store.tcb(thread)?.cspace_root
+        } = tcb.cspace_root
         else {
             return None;
         };
+        let pointer = tcb.context.x[CAPABILITY_REGISTER];
         if u32::from(radix) + u32::from(guard_bits) != 64 || radix == 0 || radix >= 64 {
             return None;
         }
         if pointer >> radix != guard {
             return None;
         }
+        let mut words = [0; REGISTER_MESSAGE_WORDS];
+        words.copy_from_slice(&tcb.context.x[..REGISTER_MESSAGE_WORDS]);
         let index = pointer & ((1u64 << radix) - 1);
-        self.store
+        let Capability::Endpoint {
+            object: endpoint,
+            badge,
+            rights,
+        } = self
+            .store
             .slot(SlotRef {
                 cnode: object,
                 index,
-            })
-            .map(|found| found.capability)
+            })?
+            .capability
+        else {
+            return None;
+        };
+        Some(FastMessage {
+            info,
+            words,
+            endpoint,
+            badge,
+            rights,
+        })
     }
 
     /// The fast path of `Call` on an endpoint where a receiver waits that
@@ -929,18 +985,14 @@ impl<S: KernelStore> Kernel<S> {
     /// receiver's registers and the core switches to it, with the same
     /// outcome as the general path (`ipc::send`, then `schedule`). Returns
     /// false, having changed nothing, when any condition does not hold.
-    fn fast_call(&mut self, core: usize, caller: ThreadRef, registers: &Registers) -> bool {
-        let Some(info) = MessageInfo::decode(registers.x[MESSAGE_INFO_REGISTER]) else {
-            return false;
-        };
-        if usize::from(info.length) > REGISTER_MESSAGE_WORDS || info.extra_capabilities != 0 {
-            return false;
-        }
-        let Some(Capability::Endpoint {
-            object: endpoint,
+    fn fast_call(&mut self, core: usize, caller: ThreadRef) -> bool {
+        let Some(FastMessage {
+            info,
+            words,
+            endpoint,
             badge,
             rights,
-        }) = self.fast_lookup(caller, registers.x[CAPABILITY_REGISTER])
+        }) = self.fast_message(caller)
         else {
             return false;
         };
@@ -980,7 +1032,7 @@ impl<S: KernelStore> Kernel<S> {
         let length = usize::from(info.length);
         if let Some(tcb) = self.store.tcb_mut(receiver) {
             tcb.links = Links::UNQUEUED;
-            tcb.context.x[..length].copy_from_slice(&registers.x[..length]);
+            tcb.context.x[..length].copy_from_slice(&words[..length]);
             tcb.context.x[CAPABILITY_REGISTER] = badge;
             tcb.context.x[MESSAGE_INFO_REGISTER] = info.encode();
             tcb.caller = Some(caller);
@@ -1002,18 +1054,14 @@ impl<S: KernelStore> Kernel<S> {
     /// and the replier waits on an endpoint where no sender is queued.
     /// Returns false, having changed nothing, when a condition does not
     /// hold.
-    fn fast_reply_receive(&mut self, core: usize, replier: ThreadRef, registers: &Registers) -> bool {
-        let Some(info) = MessageInfo::decode(registers.x[MESSAGE_INFO_REGISTER]) else {
-            return false;
-        };
-        if usize::from(info.length) > REGISTER_MESSAGE_WORDS || info.extra_capabilities != 0 {
-            return false;
-        }
-        let Some(Capability::Endpoint {
-            object: endpoint,
+    fn fast_reply_receive(&mut self, core: usize, replier: ThreadRef) -> bool {
+        let Some(FastMessage {
+            info,
+            words,
+            endpoint,
             rights,
             ..
-        }) = self.fast_lookup(replier, registers.x[CAPABILITY_REGISTER])
+        }) = self.fast_message(replier)
         else {
             return false;
         };
@@ -1078,7 +1126,7 @@ impl<S: KernelStore> Kernel<S> {
         // From here on nothing can be refused.
         let length = usize::from(info.length);
         if let Some(tcb) = self.store.tcb_mut(caller) {
-            tcb.context.x[..length].copy_from_slice(&registers.x[..length]);
+            tcb.context.x[..length].copy_from_slice(&words[..length]);
             tcb.context.x[CAPABILITY_REGISTER] = 0;
             tcb.context.x[MESSAGE_INFO_REGISTER] = info.encode();
             tcb.reply_holder = None;

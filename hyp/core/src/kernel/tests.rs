@@ -634,26 +634,22 @@ fn the_fast_path_is_taken_for_a_plain_call() {
     let client = spawn(&mut kernel, free + 1, 255, 0);
     enter(&mut kernel, 0, Syscall::Recv as u64, free, MessageInfo::new(0, 0), &[], &[]);
     assert_eq!(kernel.current(0), Some(client));
-    let registers = {
-        let context = kernel.context(client).unwrap();
-        let mut registers = Registers::default();
-        registers.x.copy_from_slice(&context.x[..REGISTERS_READ]);
-        registers.x[9] = free;
-        registers.x[10] = MessageInfo::new(1, 1).encode();
-        registers
-    };
-    assert!(kernel.fast_call(0, client, &registers), "fast path taken");
+    {
+        let context = kernel.context_mut(client).unwrap();
+        context.x[9] = free;
+        context.x[10] = MessageInfo::new(1, 1).encode();
+    }
+    assert!(kernel.fast_call(0, client), "fast path taken");
     assert_eq!(kernel.current(0), Some(root));
     // A message with a capability to transfer never takes it.
     let mut with_capability = MessageInfo::new(1, 1);
     with_capability.extra_capabilities = 1;
-    let registers = Registers {
-        x: {
-            let mut x = [0; REGISTERS_READ];
-            x[9] = free;
-            x[10] = with_capability.encode();
-            x
-        },
-    };
-    assert!(!kernel.fast_reply_receive(0, root, &registers));
+    {
+        let context = kernel.context_mut(root).unwrap();
+        context.x[9] = free;
+        context.x[10] = with_capability.encode();
+    }
+    let before = kernel.store.clone();
+    assert!(!kernel.fast_reply_receive(0, root));
+    assert_eq!(kernel.store, before, "a refused fast path changes nothing");
 }
