@@ -111,7 +111,8 @@ pub fn init_this_core(index: usize) -> Result<(), InterruptError> {
 
 /// The software-generated interrupt one core sends another to make it
 /// re-decide what it runs.
-pub const KICK_SGI: u32 = 1;
+pub const KICK_SGI: u32 = KICK_SGI_NUMBER as u32;
+const KICK_SGI_NUMBER: u8 = 1;
 
 /// The EL2 timer's INTID, once [`init`] ran.
 pub fn hyp_timer_intid() -> u32 {
@@ -165,10 +166,7 @@ pub fn take_pending(mut handle: impl FnMut(Source)) {
 /// Unmasks interrupt `intid` on this core (a PPI) or at the distributor.
 pub fn unmask(intid: u32) {
     let Some(gic) = GIC.get() else { return };
-    if let Some(per_core) = PER_CORE
-        .get(registers::core_index())
-        .and_then(Once::get)
-    {
+    if let Some(per_core) = PER_CORE.get(registers::core_index()).and_then(Once::get) {
         let _ = gic.enable_interrupt(per_core, intid);
     }
 }
@@ -180,7 +178,7 @@ pub fn kick(cores: u8) {
         if cores & (1 << index) != 0
             && let Some(target) = slot.get()
         {
-            let _ = gic.send_sgi(KICK_SGI as u8, target);
+            let _ = gic.send_sgi(KICK_SGI_NUMBER, target);
         }
     }
 }

@@ -94,7 +94,10 @@ struct SlotCell {
 
 const _: () = assert!(size_of::<SlotCell>() == 1 << hyp_abi::invocation::SLOT_SIZE_BITS);
 const _: () = assert!(size_of::<Small<Tcb>>() <= 1 << 11, "TCB object too big");
-const _: () = assert!(size_of::<Small<Endpoint>>() <= 1 << 7, "endpoint object too big");
+const _: () = assert!(
+    size_of::<Small<Endpoint>>() <= 1 << 7,
+    "endpoint object too big"
+);
 const _: () = assert!(
     size_of::<Small<Notification>>() <= 1 << 7,
     "notification object too big"
@@ -151,7 +154,7 @@ impl RealStore {
         for index in 0..count {
             // SAFETY: inside the reserved range (the caller's contract),
             // aligned; writing a valid value initializes the entry.
-            unsafe { pages.add(index).write(UNUSED_PAGE) };
+            unsafe { pages.wrapping_add(index).write(UNUSED_PAGE) };
         }
         self.ram_base = ram.base;
         self.pages = pages;
@@ -170,7 +173,7 @@ impl RealStore {
         let index = self.page_index(address)?;
         // SAFETY: index < page_count, and every entry is initialized
         // (init); `&self` keeps writers away.
-        Some(unsafe { &*self.pages.add(index) })
+        Some(unsafe { &*self.pages.wrapping_add(index) })
     }
 
     #[inline(always)]
@@ -178,7 +181,7 @@ impl RealStore {
         let index = self.page_index(address)?;
         // SAFETY: as for `page`, and `&mut self` makes this the only
         // reference to the table.
-        Some(unsafe { &mut *self.pages.add(index) })
+        Some(unsafe { &mut *self.pages.wrapping_add(index) })
     }
 
     fn set_pages(&mut self, base: u64, size: u64, usage: PageUse) {
@@ -199,7 +202,7 @@ impl RealStore {
     fn large(&self, object: ObjectRef, kinds: &[ObjectType]) -> Option<&ObjectHeader> {
         let page = self.page(object.0)?;
         (page.usage == PageUse::LargeObject
-            && object.0 % PAGE == 0
+            && object.0.is_multiple_of(PAGE)
             && kinds.contains(&page.header.kind))
         .then_some(&page.header)
     }
@@ -217,8 +220,9 @@ impl RealStore {
         let pointer = usize::try_from(object.0).ok()? as *const Small<T>;
         // SAFETY: the page is RAM mapped at EL2 and holds kernel objects
         // only (its usage says so); the address is aligned and the object
-        // lies within the page; reading a u64 is valid for any bits.
-        let found = unsafe { core::ptr::addr_of!((*pointer).seal).read() };
+        // lies within the page; the seal is the first field of the
+        // `repr(C)` object, and reading a u64 is valid for any bits.
+        let found = unsafe { pointer.cast::<u64>().read() };
         if found != seal(object.0, kind) {
             return None;
         }
@@ -277,14 +281,18 @@ impl RealStore {
     fn kind_of(&self, object: ObjectRef) -> Option<ObjectType> {
         let page = self.page(object.0)?;
         match page.usage {
-            PageUse::LargeObject if object.0 % PAGE == 0 => Some(page.header.kind),
-            PageUse::SmallObjects => [ObjectType::Tcb, ObjectType::Endpoint, ObjectType::Notification]
-                .into_iter()
-                .find(|kind| match kind {
-                    ObjectType::Tcb => self.small::<Tcb>(object, *kind).is_some(),
-                    ObjectType::Endpoint => self.small::<Endpoint>(object, *kind).is_some(),
-                    _ => self.small::<Notification>(object, *kind).is_some(),
-                }),
+            PageUse::LargeObject if object.0.is_multiple_of(PAGE) => Some(page.header.kind),
+            PageUse::SmallObjects => [
+                ObjectType::Tcb,
+                ObjectType::Endpoint,
+                ObjectType::Notification,
+            ]
+            .into_iter()
+            .find(|kind| match kind {
+                ObjectType::Tcb => self.small::<Tcb>(object, *kind).is_some(),
+                ObjectType::Endpoint => self.small::<Endpoint>(object, *kind).is_some(),
+                _ => self.small::<Notification>(object, *kind).is_some(),
+            }),
             _ => None,
         }
     }
@@ -302,7 +310,7 @@ impl ObjectStore for RealStore {
         // SAFETY: the CNode is live (its page says so) and has `2^size_bits`
         // slot cells from its base, all written by `create`; index is below
         // that; `&self` keeps writers away.
-        Some(unsafe { &(*base.add(index)).slot })
+        Some(unsafe { &(*base.wrapping_add(index)).slot })
     }
 
     #[inline(always)]
@@ -311,7 +319,7 @@ impl ObjectStore for RealStore {
         let index = usize::try_from(slot.index).ok()?;
         let base = usize::try_from(slot.cnode.0).ok()? as *mut SlotCell;
         // SAFETY: as in `slot` (checked just above), with `&mut self`.
-        Some(unsafe { &mut (*base.add(index)).slot })
+        Some(unsafe { &mut (*base.wrapping_add(index)).slot })
     }
 
     fn create(&mut self, object: ObjectRef, kind: ObjectType, size_bits: u8, device: bool) {
@@ -338,9 +346,10 @@ impl ObjectStore for RealStore {
                 }
                 self.set_pages(object.0, size, PageUse::LargeObjectTail);
                 if kind == ObjectType::CNode {
-                    let (Ok(address), Ok(count)) =
-                        (usize::try_from(object.0), usize::try_from(1u64 << size_bits))
-                    else {
+                    let (Ok(address), Ok(count)) = (
+                        usize::try_from(object.0),
+                        usize::try_from(1u64 << size_bits),
+                    ) else {
                         return;
                     };
                     let cells = address as *mut SlotCell;
@@ -348,7 +357,11 @@ impl ObjectStore for RealStore {
                         // SAFETY: retype gave this range to the new CNode
                         // alone; RAM mapped at EL2; `index` is below its
                         // slot count.
-                        unsafe { cells.add(index).write(SlotCell { slot: Slot::EMPTY }) };
+                        unsafe {
+                            cells
+                                .wrapping_add(index)
+                                .write(SlotCell { slot: Slot::EMPTY })
+                        };
                     }
                 } else {
                     Self::zero(object.0, size);
@@ -408,9 +421,9 @@ impl ObjectStore for RealStore {
                 self.page(object.0).map(|page| &page.header)
             }
             kind @ ObjectType::Tcb => self.small::<Tcb>(object, kind).map(|found| &found.header),
-            kind @ ObjectType::Endpoint => {
-                self.small::<Endpoint>(object, kind).map(|found| &found.header)
-            }
+            kind @ ObjectType::Endpoint => self
+                .small::<Endpoint>(object, kind)
+                .map(|found| &found.header),
             kind @ ObjectType::Notification => self
                 .small::<Notification>(object, kind)
                 .map(|found| &found.header),
@@ -524,7 +537,10 @@ impl BootMemory for RealStore {
         let end = address.saturating_add(whole);
         let mut page = address & !(PAGE - 1);
         while page < end {
-            if self.page(page).is_none_or(|info| info.usage != PageUse::Frame) {
+            if self
+                .page(page)
+                .is_none_or(|info| info.usage != PageUse::Frame)
+            {
                 return;
             }
             page += PAGE;

@@ -194,16 +194,15 @@ extern "C" fn handle_lower(vector: u64, syndrome: u64, fault_address: u64) -> *c
             let class = Syndrome::new(syndrome).class();
             match class {
                 ExceptionClass::SvcAarch64 => kernel.syscall(core),
-                ExceptionClass::DataAbortLowerLevel | ExceptionClass::InstructionAbortLowerLevel => {
-                    kernel.fault(
-                        core,
-                        UserFault::Memory {
-                            address: fault_address,
-                            instruction: class == ExceptionClass::InstructionAbortLowerLevel,
-                            status: syndrome & 0x1ff_ffff,
-                        },
-                    )
-                }
+                ExceptionClass::DataAbortLowerLevel
+                | ExceptionClass::InstructionAbortLowerLevel => kernel.fault(
+                    core,
+                    UserFault::Memory {
+                        address: fault_address,
+                        instruction: class == ExceptionClass::InstructionAbortLowerLevel,
+                        status: syndrome & 0x1ff_ffff,
+                    },
+                ),
                 _ => kernel.fault(core, UserFault::Instruction { syndrome }),
             }
         }
@@ -226,7 +225,9 @@ fn take_interrupts(core: usize, kernel: &mut Kernel<RealStore>, effects: &mut Ef
                 kernel.schedule(core, &mut more);
                 more
             }
-            Source::Device(intid) => kernel.interrupt(core, u16::try_from(intid).unwrap_or(u16::MAX)),
+            Source::Device(intid) => {
+                kernel.interrupt(core, u16::try_from(intid).unwrap_or(u16::MAX))
+            }
         };
         apply(&more);
         effects.kick_cores |= more.kick_cores;

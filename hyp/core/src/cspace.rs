@@ -28,10 +28,10 @@ use hyp_abi::{Error, ObjectType, Rights};
 
 use crate::cap::{Capability, Derivation, Slot, SlotRef};
 use crate::ipc::{EndpointState, IpcStore};
-use crate::object::{ObjectRef, ObjectStore};
-use crate::thread::ThreadState;
 use crate::irq::{self, IrqStore};
+use crate::object::{ObjectRef, ObjectStore};
 use crate::tcb;
+use crate::thread::ThreadState;
 use crate::vspace;
 
 /// The most objects one retype creates.

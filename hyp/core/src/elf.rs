@@ -149,6 +149,10 @@ pub fn parse(bytes: &[u8]) -> Result<Image<'_>, ElfError> {
 }
 
 #[cfg(test)]
+#[allow(
+    clippy::cast_possible_truncation,
+    reason = "test images are small by construction"
+)]
 mod tests {
     use super::*;
     use std::vec;
@@ -191,7 +195,10 @@ mod tests {
         let image = parse(&bytes).unwrap();
         assert_eq!(image.entry, 0x40_0000);
         let text = image.segments[0].unwrap();
-        assert_eq!((text.address, text.data, text.executable, text.writable), (0x40_0000, &[1u8, 2, 3][..], true, false));
+        assert_eq!(
+            (text.address, text.data, text.executable, text.writable),
+            (0x40_0000, &[1u8, 2, 3][..], true, false)
+        );
         let data = image.segments[1].unwrap();
         assert_eq!((data.memory_size, data.writable), (0x2000, true));
         assert_eq!(image.segments[2], None);

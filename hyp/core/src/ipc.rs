@@ -244,7 +244,10 @@ fn make_runnable(
 }
 
 /// Takes the first waiter of `endpoint`, updating the endpoint's state.
-pub(crate) fn dequeue_first(store: &mut impl IpcStore, endpoint: ObjectRef) -> Result<ThreadRef, IpcError> {
+pub(crate) fn dequeue_first(
+    store: &mut impl IpcStore,
+    endpoint: ObjectRef,
+) -> Result<ThreadRef, IpcError> {
     let mut object = *store
         .endpoint(endpoint)
         .ok_or(IpcError::Inconsistent("missing endpoint"))?;

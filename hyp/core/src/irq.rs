@@ -98,7 +98,7 @@ pub fn decode_get(
     limit: u16,
     reserved: &[u16],
 ) -> Result<u16, Error> {
-    let limit = limit.min(MAX_IRQS as u16);
+    let limit = limit.min(u16::try_from(MAX_IRQS).unwrap_or(u16::MAX));
     let irq = u16::try_from(irq)
         .ok()
         .filter(|irq| (FIRST_HANDLED_IRQ..limit).contains(irq))

@@ -134,7 +134,10 @@ impl core::fmt::Display for Notice {
                 write!(formatter, "interrupt {irq} has no handler; masked")
             }
             Notice::Inconsistent(what) => {
-                write!(formatter, "kernel bug: inconsistent {what}; request refused")
+                write!(
+                    formatter,
+                    "kernel bug: inconsistent {what}; request refused"
+                )
             }
         }
     }
@@ -152,7 +155,9 @@ struct Scheduling {
 /// Whether the thread can run on `core` now, ahead of every thread ready
 /// there (`highest`: the highest ready priority).
 fn runs_next_here(tcb: &crate::thread::Tcb, core: usize, highest: Option<u8>) -> bool {
-    tcb.affinity == core && tcb.vspace.is_some() && highest.is_none_or(|highest| highest <= tcb.priority)
+    tcb.affinity == core
+        && tcb.vspace.is_some()
+        && highest.is_none_or(|highest| highest <= tcb.priority)
 }
 
 /// What the fast paths read from the sender, decoded.
@@ -423,7 +428,12 @@ impl<S: KernelStore> Kernel<S> {
         Ok(())
     }
 
-    fn resolve(&self, thread: ThreadRef, pointer: u64, argument: u8) -> Result<(SlotRef, Capability), Error> {
+    fn resolve(
+        &self,
+        thread: ThreadRef,
+        pointer: u64,
+        argument: u8,
+    ) -> Result<(SlotRef, Capability), Error> {
         let root = self
             .store
             .tcb(thread)
@@ -521,14 +531,22 @@ impl<S: KernelStore> Kernel<S> {
     ) -> Result<Option<(MessageInfo, [u64; REGISTER_MESSAGE_WORDS])>, Error> {
         let pointer = context.x[CAPABILITY_REGISTER];
         let ipc = |result: Result<Outcome, IpcError>, effects: &mut Effects| {
-            result.map(|_| None).map_err(|error| refused(error, effects))
+            result
+                .map(|_| None)
+                .map_err(|error| refused(error, effects))
         };
         match syscall {
             Syscall::Call => {
                 let (slot, capability) = self.resolve(thread, pointer, 0)?;
                 if matches!(capability, Capability::Endpoint { .. }) {
-                    let result =
-                        ipc::send(&mut self.store, &mut self.scheduler, thread, capability, true, true);
+                    let result = ipc::send(
+                        &mut self.store,
+                        &mut self.scheduler,
+                        thread,
+                        capability,
+                        true,
+                        true,
+                    );
                     ipc(result, effects)
                 } else {
                     self.invoke(core, thread, slot, capability, context, effects)
@@ -585,7 +603,10 @@ impl<S: KernelStore> Kernel<S> {
                 success(&[]).map(Some)
             }
             Syscall::DebugPutChar => {
-                #[allow(clippy::cast_possible_truncation, reason = "the low byte is the character")]
+                #[allow(
+                    clippy::cast_possible_truncation,
+                    reason = "the low byte is the character"
+                )]
                 {
                     effects.put_char = Some(context.x[0] as u8);
                 }
@@ -607,8 +628,12 @@ impl<S: KernelStore> Kernel<S> {
         arguments
             .words
             .copy_from_slice(&context.x[..REGISTER_MESSAGE_WORDS]);
-        for index in 0..arguments.extra_count.min(3) {
-            let pointer = context.x[EXTRA_CAPABILITY_REGISTERS[index]];
+        for (index, register) in EXTRA_CAPABILITY_REGISTERS
+            .iter()
+            .enumerate()
+            .take(arguments.extra_count)
+        {
+            let pointer = context.x[*register];
             #[allow(clippy::cast_possible_truncation, reason = "1 to 3")]
             match self.resolve(thread, pointer, index as u8 + 1) {
                 Ok(found) => arguments.extra[index] = Some(found),
@@ -637,11 +662,12 @@ impl<S: KernelStore> Kernel<S> {
         match (label, capability) {
             (L::UntypedRetype, Capability::Untyped { .. }) => {
                 let object_type = arguments.word(0)?;
-                let object_type = ObjectType::from_number(object_type).ok_or(Error::RangeError {
-                    argument: 0,
-                    minimum: 0,
-                    maximum: ObjectType::Frame2M as u64,
-                })?;
+                let object_type =
+                    ObjectType::from_number(object_type).ok_or(Error::RangeError {
+                        argument: 0,
+                        minimum: 0,
+                        maximum: ObjectType::Frame2M as u64,
+                    })?;
                 let size_bits = arguments.word(1)?;
                 let index = arguments.word(2)?;
                 let count = arguments.word(3)?;
@@ -846,11 +872,7 @@ impl<S: KernelStore> Kernel<S> {
                     &self.reserved_irqs,
                 )?;
                 let destination = self.cnode_slot(&arguments, 1, arguments.word(1)?, 1)?;
-                cspace::insert_root(
-                    &mut self.store,
-                    destination,
-                    Capability::IrqHandler { irq },
-                )?;
+                cspace::insert_root(&mut self.store, destination, Capability::IrqHandler { irq })?;
                 irq::claim(&mut self.store, irq);
                 success(&[])
             }
@@ -1238,7 +1260,11 @@ impl<S: KernelStore> Kernel<S> {
                         }
                         false
                     } else if self.scheduler.should_preempt(core, tcb.priority) {
-                        if self.scheduler.enqueue_front(&mut self.store, thread).is_err() {
+                        if self
+                            .scheduler
+                            .enqueue_front(&mut self.store, thread)
+                            .is_err()
+                        {
                             effects.notice = Some(Notice::Inconsistent("run queue"));
                         }
                         false

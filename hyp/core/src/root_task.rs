@@ -59,7 +59,9 @@ pub enum RootTaskError {
 impl core::fmt::Display for RootTaskError {
     fn fmt(&self, formatter: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         match self {
-            RootTaskError::NotEnoughMemory => write!(formatter, "not enough memory for the root task"),
+            RootTaskError::NotEnoughMemory => {
+                write!(formatter, "not enough memory for the root task")
+            }
             RootTaskError::BadSegment(address) => write!(
                 formatter,
                 "the root task's segment at {address:#x} is not page aligned, overlaps another or lies outside {:#x}..{:#x}",
@@ -67,7 +69,10 @@ impl core::fmt::Display for RootTaskError {
                 user_layout::IMAGE_LIMIT
             ),
             RootTaskError::TooManyCapabilities => write!(formatter, "the root CNode is too small"),
-            RootTaskError::Internal(error) => write!(formatter, "kernel bug while building the root task: {error:?}"),
+            RootTaskError::Internal(error) => write!(
+                formatter,
+                "kernel bug while building the root task: {error:?}"
+            ),
         }
     }
 }
@@ -92,7 +97,9 @@ impl Bump {
             .checked_add(size - 1)
             .map(|value| value & !(size - 1))
             .ok_or(RootTaskError::NotEnoughMemory)?;
-        let end = base.checked_add(size).ok_or(RootTaskError::NotEnoughMemory)?;
+        let end = base
+            .checked_add(size)
+            .ok_or(RootTaskError::NotEnoughMemory)?;
         if end > self.end {
             return Err(RootTaskError::NotEnoughMemory);
         }
@@ -127,7 +134,9 @@ impl<S: KernelStore> Builder<'_, S> {
 
     /// Creates an object of `kind` and puts its capability into `slot`.
     fn object(&mut self, kind: ObjectType, slot: SlotRef) -> Result<ObjectRef, RootTaskError> {
-        let bits = kind.object_size_bits(0).ok_or(RootTaskError::NotEnoughMemory)?;
+        let bits = kind
+            .object_size_bits(0)
+            .ok_or(RootTaskError::NotEnoughMemory)?;
         let object = ObjectRef(self.bump.take(bits)?);
         self.kernel.store.create(object, kind, 0, false);
         let capability = match kind {
@@ -215,7 +224,9 @@ pub fn build<S: KernelStore + BootMemory>(
     };
     let cnode_bits = u32::from(ROOT_RADIX) + SLOT_SIZE_BITS;
     let cnode = ObjectRef(bump.take(cnode_bits)?);
-    kernel.store.create(cnode, ObjectType::CNode, ROOT_RADIX, false);
+    kernel
+        .store
+        .create(cnode, ObjectType::CNode, ROOT_RADIX, false);
     let mut builder = Builder {
         kernel,
         bump,
@@ -286,7 +297,11 @@ pub fn build<S: KernelStore + BootMemory>(
         {
             return Err(RootTaskError::BadSegment(segment.address));
         }
-        let rights = if segment.writable { read_write } else { read_only };
+        let rights = if segment.writable {
+            read_write
+        } else {
+            read_only
+        };
         let mut address = segment.address;
         while address < end {
             let slot = builder.allocate_slot()?;
@@ -295,7 +310,7 @@ pub fn build<S: KernelStore + BootMemory>(
             if let Ok(offset) = usize::try_from(offset)
                 && let Some(bytes) = segment.data.get(offset..)
             {
-                let length = bytes.len().min(PAGE as usize);
+                let length = bytes.len().min(4096);
                 builder.kernel.store.write(frame, &bytes[..length]);
             }
             address += PAGE;
@@ -312,11 +327,16 @@ pub fn build<S: KernelStore + BootMemory>(
         base: builder.bump.next,
         size: builder.bump.end - builder.bump.next,
     };
-    let regions = free
-        .iter()
-        .enumerate()
-        .map(|(index, region)| if index == largest_index { leftover } else { *region });
-    let all = regions.map(|region| (region, false)).chain(device.iter().map(|region| (*region, true)));
+    let regions = free.iter().enumerate().map(|(index, region)| {
+        if index == largest_index {
+            leftover
+        } else {
+            *region
+        }
+    });
+    let all = regions
+        .map(|region| (region, false))
+        .chain(device.iter().map(|region| (*region, true)));
     for (region, is_device) in all {
         let mut base = region.base;
         let end = region.base.saturating_add(region.size);

@@ -381,7 +381,9 @@ pub fn translate_table(
     ipa: u64,
     level: u8,
 ) -> Option<ObjectRef> {
-    walk_to(store, vspace, ipa, level).ok().map(|(table, _)| table)
+    walk_to(store, vspace, ipa, level)
+        .ok()
+        .map(|(table, _)| table)
 }
 
 /// What `ipa` translates to in the VSpace `vspace`, if it is mapped.

@@ -161,7 +161,9 @@ pub unsafe fn set_stage2(root: u64, vmid: u16) {
     let vttbr = root | (u64::from(vmid & 0xff) << 48);
     let current: u64;
     // SAFETY: reading VTTBR_EL2 has no side effect.
-    unsafe { asm!("mrs {}, vttbr_el2", out(reg) current, options(nomem, nostack, preserves_flags)) };
+    unsafe {
+        asm!("mrs {}, vttbr_el2", out(reg) current, options(nomem, nostack, preserves_flags))
+    };
     if current == vttbr {
         return;
     }
@@ -197,7 +199,15 @@ pub fn sync_instruction_cache(start: u64, size: u64) {
         address += line;
     }
     // SAFETY: barriers and an instruction-cache invalidation only.
-    unsafe { asm!("dsb ish", "ic ialluis", "dsb ish", "isb", options(nostack, preserves_flags)) };
+    unsafe {
+        asm!(
+            "dsb ish",
+            "ic ialluis",
+            "dsb ish",
+            "isb",
+            options(nostack, preserves_flags)
+        )
+    };
 }
 
 /// Installs the EL2 exception vector table.

@@ -22,10 +22,7 @@ const DONE: &str = "bench: done";
 
 /// Builds, boots and prints the table.
 pub fn run() -> Result<(), String> {
-    let built = image::build(
-        "qemu-virt",
-        &["init/bench".to_owned(), "bench".to_owned()],
-    )?;
+    let built = image::build("qemu-virt", &["init/bench".to_owned(), "bench".to_owned()])?;
     let machine = Machine::virt(2, 1, true);
     let mut command = machine.batch_command(&built.image);
     command
@@ -67,7 +64,10 @@ pub fn run() -> Result<(), String> {
             break Err(format!("QEMU exited before the benchmark ended:\n{text}"));
         }
         if started.elapsed() > TIMEOUT {
-            break Err(format!("no `{DONE}` within {} s:\n{text}", TIMEOUT.as_secs()));
+            break Err(format!(
+                "no `{DONE}` within {} s:\n{text}",
+                TIMEOUT.as_secs()
+            ));
         }
         thread::sleep(Duration::from_millis(100));
     };

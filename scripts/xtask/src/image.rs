@@ -53,7 +53,10 @@ pub fn build(board: &str, features: &[String]) -> Result<Built, String> {
         .env("HYP_BOARD", board)
         .env("HYP_INIT_ELF", &init_elf);
     if !hyp_features.is_empty() {
-        let names: Vec<&str> = hyp_features.iter().map(|feature| feature.as_str()).collect();
+        let names: Vec<&str> = hyp_features
+            .iter()
+            .map(|feature| feature.as_str())
+            .collect();
         command.args(["--features", &names.join(",")]);
     }
     run_command(&mut command)?;

@@ -15,9 +15,9 @@ use std::vec::Vec;
 use hyp_abi::{Error, ObjectType, Rights};
 
 use super::*;
-use crate::irq::IrqTable;
 use crate::cap::{Capability, Slot, SlotRef};
 use crate::ipc::{Endpoint, IpcStore, Notification};
+use crate::irq::IrqTable;
 use crate::object::{ObjectHeader, ObjectRef, ObjectStore, ThreadRef};
 use crate::queue::{LinkStore, Links};
 use crate::scheduler::SchedulerStore;
@@ -629,7 +629,11 @@ pub(crate) fn check_invariants(arena: &Arena) {
     for (&base, object) in &arena.objects {
         if let Some(header) = object.header {
             let counted = references.get(&ObjectRef(base)).copied().unwrap_or(0);
-            assert_eq!(u64::from(header.capabilities), counted, "count of {base:#x}");
+            assert_eq!(
+                u64::from(header.capabilities),
+                counted,
+                "count of {base:#x}"
+            );
             assert!(counted > 0, "{base:#x} lives without capabilities");
         }
     }

@@ -1,13 +1,17 @@
 //! The kernel's entry points driven the way the arch layer drives them:
 //! a root task built in the test arena makes system calls by setting its
 //! saved registers and entering `Kernel::syscall`, exactly as `svc` would.
+#![allow(
+    clippy::cast_possible_truncation,
+    reason = "test values are small by construction"
+)]
 
 use std::vec::Vec;
 
 use hyp_abi::fault::FaultLabel;
 use hyp_abi::{
-    Error, InvocationLabel, MessageInfo, ObjectType, Rights, Syscall, boot_info,
-    initial_slots, user_layout,
+    Error, InvocationLabel, MessageInfo, ObjectType, Rights, Syscall, boot_info, initial_slots,
+    user_layout,
 };
 
 use super::*;
@@ -94,7 +98,10 @@ impl Returned {
         if self.info.label == 0 {
             return None;
         }
-        Error::decode(self.info.label, [self.words[0], self.words[1], self.words[2]])
+        Error::decode(
+            self.info.label,
+            [self.words[0], self.words[1], self.words[2]],
+        )
     }
 }
 
@@ -207,7 +214,10 @@ fn the_root_task_gets_its_image_stack_and_all_memory() {
         assert!(pair[0].1 <= pair[1].0, "untyped blocks overlap: {pair:?}");
     }
     let total: u64 = blocks.iter().map(|(base, end)| end - base).sum();
-    assert!(total > 0x400_0000 - 0x20_0000, "only {total:#x} bytes handed out");
+    assert!(
+        total > 0x400_0000 - 0x20_0000,
+        "only {total:#x} bytes handed out"
+    );
     assert_eq!(blocks.last().unwrap().1, 0x500_0000);
 }
 
@@ -219,17 +229,32 @@ fn bogus_requests_get_precise_errors_and_change_nothing() {
 
     // An unknown syscall number.
     let (_, _) = enter(&mut kernel, 0, 77, 0, MessageInfo::new(0, 0), &[], &[]);
-    assert_eq!(returned(&kernel, thread).error(), Some(Error::IllegalOperation));
+    assert_eq!(
+        returned(&kernel, thread).error(),
+        Some(Error::IllegalOperation)
+    );
     // An empty slot.
     let reply = invoke(&mut kernel, 4000, InvocationLabel::TcbResume, &[], &[]);
-    assert_eq!(reply.error(), Some(Error::InvalidCapability { argument: 0 }));
+    assert_eq!(
+        reply.error(),
+        Some(Error::InvalidCapability { argument: 0 })
+    );
     // A pointer beyond the CNode's guard.
     let reply = invoke(&mut kernel, 1 << 40, InvocationLabel::TcbResume, &[], &[]);
-    assert!(matches!(reply.error(), Some(Error::LookupFailed { argument: 0, .. })));
+    assert!(matches!(
+        reply.error(),
+        Some(Error::LookupFailed { argument: 0, .. })
+    ));
     // A label the object does not have.
     let reply = invoke(&mut kernel, untyped, InvocationLabel::TcbResume, &[], &[]);
     assert_eq!(reply.error(), Some(Error::IllegalOperation));
-    let reply = invoke(&mut kernel, untyped, InvocationLabel::UntypedRetype, &[], &[]);
+    let reply = invoke(
+        &mut kernel,
+        untyped,
+        InvocationLabel::UntypedRetype,
+        &[],
+        &[],
+    );
     assert_eq!(reply.error(), Some(Error::Truncated));
     // A label nobody has.
     let (_, _) = enter(
@@ -241,7 +266,10 @@ fn bogus_requests_get_precise_errors_and_change_nothing() {
         &[],
         &[],
     );
-    assert_eq!(returned(&kernel, thread).error(), Some(Error::IllegalOperation));
+    assert_eq!(
+        returned(&kernel, thread).error(),
+        Some(Error::IllegalOperation)
+    );
     // Out-of-range arguments: the object type, the destination slot.
     let reply = invoke(
         &mut kernel,
@@ -281,7 +309,10 @@ fn bogus_requests_get_precise_errors_and_change_nothing() {
         &[ObjectType::Endpoint as u64, 0, 100, 1],
         &[],
     );
-    assert_eq!(reply.error(), Some(Error::InvalidCapability { argument: 1 }));
+    assert_eq!(
+        reply.error(),
+        Some(Error::InvalidCapability { argument: 1 })
+    );
     let reply = invoke(
         &mut kernel,
         untyped,
@@ -289,7 +320,10 @@ fn bogus_requests_get_precise_errors_and_change_nothing() {
         &[ObjectType::Endpoint as u64, 0, 100, 1],
         &[initial_slots::TCB],
     );
-    assert_eq!(reply.error(), Some(Error::InvalidCapability { argument: 1 }));
+    assert_eq!(
+        reply.error(),
+        Some(Error::InvalidCapability { argument: 1 })
+    );
     // A priority above the caller's own is refused with the allowed range.
     let reply = invoke(
         &mut kernel,
@@ -481,15 +515,24 @@ fn a_thread_without_a_fault_handler_is_stopped_and_reported() {
     assert_eq!(
         kernel.store.tcb(root).unwrap().state,
         ThreadState::BlockedOnNotification {
-            notification: kernel.store.tcb(root).map(|_| match kernel
+            notification: kernel
                 .store
-                .slot(SlotRef { cnode: root_cnode_of(&kernel, root), index: free + 1 })
+                .tcb(root)
+                .map(|_| {
+                    match kernel
+                        .store
+                        .slot(SlotRef {
+                            cnode: root_cnode_of(&kernel, root),
+                            index: free + 1,
+                        })
+                        .unwrap()
+                        .capability
+                    {
+                        Capability::Notification { object, .. } => object,
+                        other => panic!("{other:?}"),
+                    }
+                })
                 .unwrap()
-                .capability
-            {
-                Capability::Notification { object, .. } => object,
-                other => panic!("{other:?}"),
-            }).unwrap()
         }
     );
 }
@@ -523,7 +566,10 @@ fn higher_priority_threads_preempt_and_equal_ones_share_by_timeslice() {
         seen.push(kernel.current(0).unwrap());
         kernel.tick(0);
     }
-    assert!(seen.contains(&low_a) && seen.contains(&low_b), "round robin");
+    assert!(
+        seen.contains(&low_a) && seen.contains(&low_b),
+        "round robin"
+    );
     // A signal wakes the root task, which preempts at once.
     enter(
         &mut kernel,
@@ -534,7 +580,11 @@ fn higher_priority_threads_preempt_and_equal_ones_share_by_timeslice() {
         &[],
         &[],
     );
-    assert_eq!(kernel.current(0), Some(root), "the high priority runs first");
+    assert_eq!(
+        kernel.current(0),
+        Some(root),
+        "the high priority runs first"
+    );
     assert_eq!(returned(&kernel, root).badge, 0, "unbadged signal");
 }
 
@@ -590,7 +640,15 @@ fn fast_paths_change_exactly_what_the_general_path_changes() {
         // empty while the first one calls.
         let _background = spawn(&mut kernel, free + 2, 7, 0);
         let mut states = Vec::new();
-        enter(&mut kernel, 0, Syscall::Recv as u64, free, MessageInfo::new(0, 0), &[], &[]);
+        enter(
+            &mut kernel,
+            0,
+            Syscall::Recv as u64,
+            free,
+            MessageInfo::new(0, 0),
+            &[],
+            &[],
+        );
         assert_eq!(kernel.current(0), Some(client));
         for round in 0..20u64 {
             enter(
@@ -632,7 +690,15 @@ fn the_fast_path_is_taken_for_a_plain_call() {
     let free = first_free(&kernel);
     retype(&mut kernel, ObjectType::Endpoint, 0, free);
     let client = spawn(&mut kernel, free + 1, 255, 0);
-    enter(&mut kernel, 0, Syscall::Recv as u64, free, MessageInfo::new(0, 0), &[], &[]);
+    enter(
+        &mut kernel,
+        0,
+        Syscall::Recv as u64,
+        free,
+        MessageInfo::new(0, 0),
+        &[],
+        &[],
+    );
     assert_eq!(kernel.current(0), Some(client));
     {
         let context = kernel.context_mut(client).unwrap();
