@@ -165,9 +165,9 @@ fn runs_next_here(tcb: &crate::thread::Tcb, core: usize, highest: Option<u8>) ->
 struct FastMessage {
     info: MessageInfo,
     words: [u64; REGISTER_MESSAGE_WORDS],
-    endpoint: ObjectRef,
-    badge: u64,
-    rights: Rights,
+    capability: Capability,
+    /// The sender's priority.
+    priority: u8,
 }
 
 /// Where and how to resume a thread: its save area, its VSpace and VMID.
@@ -476,6 +476,10 @@ impl<S: KernelStore> Kernel<S> {
                 self.fast_call(core, thread)
             } else if number == Syscall::ReplyRecv as u64 {
                 self.fast_reply_receive(core, thread)
+            } else if number == Syscall::Send as u64 || number == Syscall::NbSend as u64 {
+                self.fast_send(core, thread)
+            } else if number == Syscall::Signal as u64 {
+                self.fast_signal(core, thread)
             } else {
                 false
             };
@@ -978,28 +982,146 @@ impl<S: KernelStore> Kernel<S> {
         }
         let mut words = [0; REGISTER_MESSAGE_WORDS];
         words.copy_from_slice(&tcb.context.x[..REGISTER_MESSAGE_WORDS]);
+        let priority = tcb.priority;
         let index = pointer & ((1u64 << radix) - 1);
-        let Capability::Endpoint {
-            object: endpoint,
-            badge,
-            rights,
-        } = self
+        let capability = self
             .store
             .slot(SlotRef {
                 cnode: object,
                 index,
             })?
-            .capability
-        else {
-            return None;
-        };
+            .capability;
         Some(FastMessage {
             info,
             words,
-            endpoint,
-            badge,
-            rights,
+            capability,
+            priority,
         })
+    }
+
+    /// The fast path of `Send` (and `NbSend`) to an endpoint where one
+    /// receiver of higher priority waits that can run at once on this core:
+    /// the message goes straight into its registers, the sender goes back
+    /// to the front of its run queue (it was preempted) and the core
+    /// switches. Same outcome as `ipc::send` then `schedule`; returns
+    /// false, having changed nothing, when a condition does not hold.
+    fn fast_send(&mut self, core: usize, sender: ThreadRef) -> bool {
+        let Some(FastMessage {
+            info,
+            words,
+            capability:
+                Capability::Endpoint {
+                    object: endpoint,
+                    badge,
+                    rights,
+                },
+            priority,
+        }) = self.fast_message(sender)
+        else {
+            return false;
+        };
+        if !rights.contains(Rights::WRITE) {
+            return false;
+        }
+        let Some(receiver) = self.alone_in(endpoint, ipc::EndpointState::Receiving) else {
+            return false;
+        };
+        let highest = self.scheduler.highest_priority(core);
+        let eligible = self.store.tcb(receiver).is_some_and(|tcb| {
+            tcb.state == ThreadState::BlockedOnReceive { endpoint }
+                && tcb.links == Links::ALONE
+                && tcb.priority > priority
+                && runs_next_here(tcb, core, highest)
+        });
+        if !eligible || self.scheduler.enqueue_front(&mut self.store, sender).is_err() {
+            return false;
+        }
+        // From here on nothing can be refused.
+        if let Some(object) = self.store.endpoint_mut(endpoint) {
+            *object = ipc::Endpoint::default();
+        }
+        let length = usize::from(info.length);
+        if let Some(tcb) = self.store.tcb_mut(receiver) {
+            tcb.links = Links::UNQUEUED;
+            tcb.context.x[..length].copy_from_slice(&words[..length]);
+            tcb.context.x[CAPABILITY_REGISTER] = badge;
+            tcb.context.x[MESSAGE_INFO_REGISTER] = info.encode();
+            tcb.state = ThreadState::Runnable;
+            tcb.running = true;
+        }
+        if let Some(tcb) = self.store.tcb_mut(sender) {
+            tcb.running = false;
+        }
+        self.cores[core].current = Some(receiver);
+        self.cores[core].timeslice = Timeslice::default();
+        true
+    }
+
+    /// The fast path of `Signal` waking the one waiter of a notification,
+    /// of higher priority, that can run at once on this core. Same outcome
+    /// as `ipc::signal`, the reply, then `schedule`; returns false, having
+    /// changed nothing, when a condition does not hold.
+    fn fast_signal(&mut self, core: usize, signaller: ThreadRef) -> bool {
+        let Some(FastMessage {
+            capability:
+                Capability::Notification {
+                    object: notification,
+                    badge,
+                    rights,
+                },
+            priority,
+            ..
+        }) = self.fast_message(signaller)
+        else {
+            return false;
+        };
+        if !rights.contains(Rights::WRITE) {
+            return false;
+        }
+        let Some((waiter, word)) = self.store.notification(notification).and_then(|object| {
+            let head = object.waiters.head()?;
+            (object.waiters.tail() == Some(head)).then_some((head, object.word))
+        }) else {
+            return false;
+        };
+        let highest = self.scheduler.highest_priority(core);
+        let eligible = self.store.tcb(waiter).is_some_and(|tcb| {
+            tcb.state == ThreadState::BlockedOnNotification { notification }
+                && tcb.links == Links::ALONE
+                && tcb.priority > priority
+                && runs_next_here(tcb, core, highest)
+        });
+        if !eligible || self.scheduler.enqueue_front(&mut self.store, signaller).is_err() {
+            return false;
+        }
+        // From here on nothing can be refused.
+        if let Some(object) = self.store.notification_mut(notification) {
+            object.word = 0;
+            object.waiters = Queue::EMPTY;
+        }
+        if let Some(tcb) = self.store.tcb_mut(waiter) {
+            tcb.links = Links::UNQUEUED;
+            tcb.context.x[CAPABILITY_REGISTER] = word | badge;
+            tcb.context.x[MESSAGE_INFO_REGISTER] = MessageInfo::new(0, 0).encode();
+            tcb.state = ThreadState::Runnable;
+            tcb.running = true;
+        }
+        if let Some(tcb) = self.store.tcb_mut(signaller) {
+            tcb.context.x[..REGISTER_MESSAGE_WORDS].fill(0);
+            tcb.context.x[MESSAGE_INFO_REGISTER] = MessageInfo::new(0, 0).encode();
+            tcb.running = false;
+        }
+        self.cores[core].current = Some(waiter);
+        self.cores[core].timeslice = Timeslice::default();
+        true
+    }
+
+    /// The thread waiting alone on `endpoint` in `state`, if exactly one
+    /// does.
+    fn alone_in(&self, endpoint: ObjectRef, state: ipc::EndpointState) -> Option<ThreadRef> {
+        let object = self.store.endpoint(endpoint).filter(|object| object.state == state)?;
+        let head = object.queue.head()?;
+        (object.queue.tail() == Some(head)).then_some(head)
     }
 
     /// The fast path of `Call` on an endpoint where a receiver waits that
@@ -1011,9 +1133,13 @@ impl<S: KernelStore> Kernel<S> {
         let Some(FastMessage {
             info,
             words,
-            endpoint,
-            badge,
-            rights,
+            capability:
+                Capability::Endpoint {
+                    object: endpoint,
+                    badge,
+                    rights,
+                },
+            ..
         }) = self.fast_message(caller)
         else {
             return false;
@@ -1080,8 +1206,11 @@ impl<S: KernelStore> Kernel<S> {
         let Some(FastMessage {
             info,
             words,
-            endpoint,
-            rights,
+            capability: Capability::Endpoint {
+                object: endpoint,
+                rights,
+                ..
+            },
             ..
         }) = self.fast_message(replier)
         else {

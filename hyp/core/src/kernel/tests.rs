@@ -719,3 +719,52 @@ fn the_fast_path_is_taken_for_a_plain_call() {
     assert!(!kernel.fast_reply_receive(0, root));
     assert_eq!(kernel.store, before, "a refused fast path changes nothing");
 }
+
+/// `Send` and `Signal` to a waiting thread of higher priority: the fast
+/// paths must leave what the general path leaves, step by step, and must
+/// really be taken.
+#[test]
+fn send_and_signal_fast_paths_match_the_general_path() {
+    fn scenario(fastpath: bool) -> Vec<Arena> {
+        let (mut kernel, root) = booted();
+        kernel.fastpath = fastpath;
+        let free = first_free(&kernel);
+        retype(&mut kernel, ObjectType::Endpoint, 0, free);
+        retype(&mut kernel, ObjectType::Notification, 0, free + 1);
+        retype(&mut kernel, ObjectType::Notification, 0, free + 2);
+        let low = spawn(&mut kernel, free + 3, 10, 0);
+        // The root task (255) alternates between waiting for a message and
+        // for a signal; the low thread sends and signals.
+        let mut states = Vec::new();
+        for round in 0..10u64 {
+            let waiting_for = if round % 2 == 0 { Syscall::Recv } else { Syscall::Wait };
+            let object = if round % 2 == 0 { free } else { free + 1 };
+            enter(&mut kernel, 0, waiting_for as u64, object, MessageInfo::new(0, 0), &[], &[]);
+            assert_eq!(kernel.current(0), Some(low));
+            states.push(kernel.store.clone());
+            let (action, info) = if round % 2 == 0 {
+                (Syscall::Send, MessageInfo::new(round, 3))
+            } else {
+                (Syscall::Signal, MessageInfo::new(0, 0))
+            };
+            enter(&mut kernel, 0, action as u64, object, info, &[round, 2, 3], &[]);
+            assert_eq!(kernel.current(0), Some(root), "round {round}: the waiter runs");
+            states.push(kernel.store.clone());
+        }
+        states
+    }
+    let general = scenario(false);
+    let fast = scenario(true);
+    for (step, (general, fast)) in general.iter().zip(&fast).enumerate() {
+        assert_eq!(general, fast, "step {step} differs");
+    }
+    // The fast paths are taken in this situation.
+    let (mut kernel, _) = booted();
+    let free = first_free(&kernel);
+    retype(&mut kernel, ObjectType::Notification, 0, free);
+    let low = spawn(&mut kernel, free + 1, 10, 0);
+    enter(&mut kernel, 0, Syscall::Wait as u64, free, MessageInfo::new(0, 0), &[], &[]);
+    assert_eq!(kernel.current(0), Some(low));
+    kernel.context_mut(low).unwrap().x[9] = free;
+    assert!(kernel.fast_signal(0, low), "fast signal taken");
+}
