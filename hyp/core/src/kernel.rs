@@ -1116,6 +1116,54 @@ impl<S: KernelStore> Kernel<S> {
         true
     }
 
+    /// The fast path of a fault: the fault endpoint's one waiting receiver
+    /// (the handler) can run at once on this core, so the message goes
+    /// straight into its registers and the core switches to it. Same
+    /// outcome as `ipc::send_fault` then `schedule`; returns false, having
+    /// changed nothing, when a condition does not hold.
+    fn fast_fault(&mut self, core: usize, thread: ThreadRef, message: FaultMessage) -> bool {
+        let Some((endpoint, badge)) = self.store.tcb(thread).and_then(|tcb| tcb.fault_endpoint)
+        else {
+            return false;
+        };
+        let Some(handler) = self.alone_in(endpoint, ipc::EndpointState::Receiving) else {
+            return false;
+        };
+        let highest = self.scheduler.highest_priority(core);
+        let eligible = self.store.tcb(handler).is_some_and(|tcb| {
+            tcb.state == ThreadState::BlockedOnReceive { endpoint }
+                && tcb.links == Links::ALONE
+                && tcb.caller.is_none()
+                && runs_next_here(tcb, core, highest)
+        });
+        if !eligible {
+            return false;
+        }
+        if let Some(object) = self.store.endpoint_mut(endpoint) {
+            *object = ipc::Endpoint::default();
+        }
+        let length = usize::from(message.length).min(message.words.len());
+        if let Some(tcb) = self.store.tcb_mut(handler) {
+            tcb.links = Links::UNQUEUED;
+            tcb.context.x[..length].copy_from_slice(&message.words[..length]);
+            tcb.context.x[CAPABILITY_REGISTER] = badge;
+            tcb.context.x[MESSAGE_INFO_REGISTER] =
+                MessageInfo::new(message.label, message.length).encode();
+            tcb.caller = Some(thread);
+            tcb.state = ThreadState::Runnable;
+            tcb.running = true;
+        }
+        if let Some(tcb) = self.store.tcb_mut(thread) {
+            tcb.pending_fault = Some(message);
+            tcb.state = ThreadState::BlockedOnReply;
+            tcb.reply_holder = Some(handler);
+            tcb.running = false;
+        }
+        self.cores[core].current = Some(handler);
+        self.cores[core].timeslice = Timeslice::default();
+        true
+    }
+
     /// The thread waiting alone on `endpoint` in `state`, if exactly one
     /// does.
     fn alone_in(&self, endpoint: ObjectRef, state: ipc::EndpointState) -> Option<ThreadRef> {
@@ -1227,12 +1275,17 @@ impl<S: KernelStore> Kernel<S> {
             return false;
         };
         let highest = self.scheduler.highest_priority(core);
-        let waiting = self.store.tcb(caller).is_some_and(|tcb| {
-            tcb.state == ThreadState::BlockedOnReply
+        let Some(fault) = self.store.tcb(caller).and_then(|tcb| {
+            (tcb.state == ThreadState::BlockedOnReply
                 && tcb.reply_holder == Some(replier)
-                && tcb.pending_fault.is_none()
-                && runs_next_here(tcb, core, highest)
-        });
+                && runs_next_here(tcb, core, highest))
+            .then_some(tcb.pending_fault.is_some())
+        }) else {
+            return false;
+        };
+        // A reply to a fault resumes the thread only with label 0; another
+        // label stops it, which the general path does.
+        let waiting = !fault || info.label == 0;
         let no_sender = self
             .store
             .endpoint(endpoint)
@@ -1277,9 +1330,18 @@ impl<S: KernelStore> Kernel<S> {
         // From here on nothing can be refused.
         let length = usize::from(info.length);
         if let Some(tcb) = self.store.tcb_mut(caller) {
-            tcb.context.x[..length].copy_from_slice(&words[..length]);
-            tcb.context.x[CAPABILITY_REGISTER] = 0;
-            tcb.context.x[MESSAGE_INFO_REGISTER] = info.encode();
+            if fault {
+                // The faulted thread's registers stay; word 0, if given,
+                // is where it resumes.
+                tcb.pending_fault = None;
+                if length >= 1 {
+                    tcb.context.pc = words[0];
+                }
+            } else {
+                tcb.context.x[..length].copy_from_slice(&words[..length]);
+                tcb.context.x[CAPABILITY_REGISTER] = 0;
+                tcb.context.x[MESSAGE_INFO_REGISTER] = info.encode();
+            }
             tcb.reply_holder = None;
             tcb.state = ThreadState::Runnable;
             tcb.running = true;
@@ -1316,6 +1378,9 @@ impl<S: KernelStore> Kernel<S> {
                 length: instruction_fault::LENGTH,
             },
         };
+        if self.fastpath && self.fast_fault(core, thread, message) {
+            return effects;
+        }
         match ipc::send_fault(&mut self.store, &mut self.scheduler, thread, message) {
             Ok(FaultDelivery::Sent(_)) => {}
             Ok(FaultDelivery::NoHandler) => {

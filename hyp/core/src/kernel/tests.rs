@@ -768,3 +768,54 @@ fn send_and_signal_fast_paths_match_the_general_path() {
     kernel.context_mut(low).unwrap().x[9] = free;
     assert!(kernel.fast_signal(0, low), "fast signal taken");
 }
+
+/// A fault and the handler's reply: the fast paths must leave what the
+/// general path leaves, and the fault's fast path must really be taken.
+#[test]
+fn fault_fast_paths_match_the_general_path() {
+    fn scenario(fastpath: bool) -> Vec<Arena> {
+        let (mut kernel, root) = booted();
+        kernel.fastpath = fastpath;
+        let free = first_free(&kernel);
+        retype(&mut kernel, ObjectType::Endpoint, 0, free);
+        let child = spawn(&mut kernel, free + 1, 10, free);
+        let mut states = Vec::new();
+        enter(&mut kernel, 0, Syscall::Recv as u64, free, MessageInfo::new(0, 0), &[], &[]);
+        for round in 0..10u64 {
+            assert_eq!(kernel.current(0), Some(child));
+            kernel.context_mut(child).unwrap().pc = 0x40_0000 + 4 * round;
+            kernel.fault(0, UserFault::Instruction { syndrome: round });
+            assert_eq!(kernel.current(0), Some(root), "round {round}: the handler runs");
+            states.push(kernel.store.clone());
+            let message = returned(&kernel, root);
+            assert_eq!(message.words[0], 0x40_0000 + 4 * round);
+            enter(
+                &mut kernel,
+                0,
+                Syscall::ReplyRecv as u64,
+                free,
+                MessageInfo::new(0, (round % 2) as u8),
+                &[message.words[0] + 4],
+                &[],
+            );
+            states.push(kernel.store.clone());
+        }
+        states
+    }
+    let general = scenario(false);
+    let fast = scenario(true);
+    for (step, (general, fast)) in general.iter().zip(&fast).enumerate() {
+        assert_eq!(general, fast, "step {step} differs");
+    }
+    let (mut kernel, _) = booted();
+    let free = first_free(&kernel);
+    retype(&mut kernel, ObjectType::Endpoint, 0, free);
+    let child = spawn(&mut kernel, free + 1, 10, free);
+    enter(&mut kernel, 0, Syscall::Recv as u64, free, MessageInfo::new(0, 0), &[], &[]);
+    let message = FaultMessage {
+        label: FaultLabel::UndefinedInstruction as u64,
+        words: [0, 0, 0, 0],
+        length: 2,
+    };
+    assert!(kernel.fast_fault(0, child, message), "fast fault taken");
+}
