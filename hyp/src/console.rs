@@ -12,7 +12,10 @@ use core::fmt::{self, Write};
 use bcm2835_aux_uart::MiniUart;
 use hyp_core::platform::UartKind;
 use pl011::Pl011;
-use spin::{Mutex, Once};
+use spin::Once;
+use spin::mutex::Mutex;
+
+use crate::arch::registers::YieldRelax;
 
 use crate::arch::registers;
 
@@ -59,7 +62,7 @@ impl ConsoleUart {
 /// The console UART, set once when the MMU is on; unset before.
 static CONSOLE: Once<ConsoleUart> = Once::new();
 /// Serializes output so lines of different cores do not interleave.
-static OUTPUT: Mutex<()> = Mutex::new(());
+static OUTPUT: Mutex<(), YieldRelax> = Mutex::new(());
 
 /// Makes `uart` the console for every core. Only the first call has effect.
 ///

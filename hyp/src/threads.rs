@@ -13,7 +13,7 @@ use hyp_core::esr::{ExceptionClass, Syndrome};
 use hyp_core::kernel::{Effects, Kernel, UserFault};
 use hyp_core::root_task::{self, Region};
 use hyp_core::thread::UserContext;
-use spin::Mutex;
+use spin::mutex::{Mutex, MutexGuard};
 
 use crate::arch::{self, registers};
 use crate::interrupts::{self, Source};
@@ -22,7 +22,8 @@ use crate::{print, println};
 
 /// The kernel, behind the big kernel lock. Every core takes it (with IRQs
 /// masked) for the whole of a kernel entry.
-static KERNEL: Mutex<Kernel<RealStore>> = Mutex::new(Kernel::new(RealStore::empty(), 1, 0, [0, 0]));
+static KERNEL: Mutex<Kernel<RealStore>, registers::YieldRelax> =
+    Mutex::new(Kernel::new(RealStore::empty(), 1, 0, [0, 0]));
 
 /// The root task's ELF image, embedded by build.rs (empty when the build
 /// had none).
@@ -264,7 +265,7 @@ fn apply_some(effects: &Effects) {
 /// (lock released) while there is none, and sets stage 2 for it.
 fn next_context(
     core: usize,
-    mut kernel: spin::MutexGuard<'static, Kernel<RealStore>>,
+    mut kernel: MutexGuard<'static, Kernel<RealStore>, registers::YieldRelax>,
     effects: &Effects,
 ) -> *const UserContext {
     apply(effects);

@@ -1033,7 +1033,12 @@ impl<S: KernelStore> Kernel<S> {
                 && tcb.priority > priority
                 && runs_next_here(tcb, core, highest)
         });
-        if !eligible || self.scheduler.enqueue_front(&mut self.store, sender).is_err() {
+        if !eligible
+            || self
+                .scheduler
+                .enqueue_front(&mut self.store, sender)
+                .is_err()
+        {
             return false;
         }
         // From here on nothing can be refused.
@@ -1091,7 +1096,12 @@ impl<S: KernelStore> Kernel<S> {
                 && tcb.priority > priority
                 && runs_next_here(tcb, core, highest)
         });
-        if !eligible || self.scheduler.enqueue_front(&mut self.store, signaller).is_err() {
+        if !eligible
+            || self
+                .scheduler
+                .enqueue_front(&mut self.store, signaller)
+                .is_err()
+        {
             return false;
         }
         // From here on nothing can be refused.
@@ -1167,7 +1177,10 @@ impl<S: KernelStore> Kernel<S> {
     /// The thread waiting alone on `endpoint` in `state`, if exactly one
     /// does.
     fn alone_in(&self, endpoint: ObjectRef, state: ipc::EndpointState) -> Option<ThreadRef> {
-        let object = self.store.endpoint(endpoint).filter(|object| object.state == state)?;
+        let object = self
+            .store
+            .endpoint(endpoint)
+            .filter(|object| object.state == state)?;
         let head = object.queue.head()?;
         (object.queue.tail() == Some(head)).then_some(head)
     }
@@ -1254,11 +1267,12 @@ impl<S: KernelStore> Kernel<S> {
         let Some(FastMessage {
             info,
             words,
-            capability: Capability::Endpoint {
-                object: endpoint,
-                rights,
-                ..
-            },
+            capability:
+                Capability::Endpoint {
+                    object: endpoint,
+                    rights,
+                    ..
+                },
             ..
         }) = self.fast_message(replier)
         else {

@@ -366,6 +366,23 @@ pub fn send_event() {
     unsafe { asm!("sev", options(nomem, nostack, preserves_flags)) };
 }
 
+/// How a core waits for a spin lock: with `YIELD`, the architecture's hint
+/// that the core is spinning. On hardware it lets a multithreaded core run
+/// its other threads; under QEMU's single-threaded TCG it hands the host
+/// CPU to the next virtual core (without it, a core waiting for the kernel
+/// lock spins for its whole time slice while the holder cannot run: a
+/// 4-core test suite took 48 s instead of 0.7 s).
+#[derive(Debug)]
+pub struct YieldRelax;
+
+impl spin::RelaxStrategy for YieldRelax {
+    #[inline(always)]
+    fn relax() {
+        // SAFETY: YIELD is a hint; it reads and writes nothing.
+        unsafe { asm!("yield", options(nomem, nostack, preserves_flags)) };
+    }
+}
+
 /// Waits for an event (`SEV` from another core) or an interrupt.
 pub fn wait_for_event() {
     // SAFETY: WFE only pauses the core until an event or interrupt.

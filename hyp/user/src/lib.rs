@@ -4,11 +4,15 @@
 //! the root task, printing through the kernel's debug console, the entry
 //! point and the panic report.
 //!
-//! The only unsafe code is in [`syscall`]: the `svc #0`, the `udf #0` and
-//! the one read of the boot-info page. Everything above it is safe, and
-//! builds on the host, where a system call is answered as by a kernel
-//! that knows none (`IllegalOperation`), so the crate's logic is tested
-//! with `cargo test -p hyp-user`.
+//! The unsafe code is in a few small modules, each allowed it alone and
+//! each instruction with its reason: [`syscall`] (the `svc #0`, the `udf
+//! #0` and the one read of the boot-info page), [`timer`] (the virtual
+//! timer's registers), [`window`] (loads and stores at addresses a
+//! program maps frames at itself) and `cycles` (the cycle counter of
+//! benchmark builds). Everything above them is safe, and builds on the
+//! host, where a system call is answered as by a kernel that knows none
+//! (`IllegalOperation`), so the crate's logic is tested with `cargo test
+//! -p hyp-user`.
 #![no_std]
 #![deny(unsafe_code)]
 
@@ -18,6 +22,11 @@ extern crate std;
 pub mod boot_info;
 pub mod capability;
 pub mod console;
+#[allow(
+    unsafe_code,
+    reason = "reads the PMU cycle counter register (benchmark builds)"
+)]
+pub mod cycles;
 #[cfg(not(all(target_arch = "aarch64", target_os = "none")))]
 mod host_kernel;
 pub mod ipc;
@@ -27,6 +36,16 @@ pub mod runtime;
     reason = "the one module with the instructions the compiler cannot check: svc, udf and the boot-info page read"
 )]
 pub mod syscall;
+#[allow(
+    unsafe_code,
+    reason = "reads and writes the virtual timer's system registers, which EL0 may use"
+)]
+pub mod timer;
+#[allow(
+    unsafe_code,
+    reason = "single loads and stores at window addresses, where no Rust object lives"
+)]
+pub mod window;
 
 pub use boot_info::BootInfo;
 pub use capability::{

@@ -1,8 +1,9 @@
 //! The machine instructions an EL0 program needs and the compiler cannot
 //! check: `svc #0` to enter the kernel, `udf #0` to stop after a panic, and
 //! the one read of the boot-info page the kernel maps at a fixed address.
-//! Everything else in `hyp-user` is safe code built on these three
-//! functions, so this module is the whole of the crate's unsafe code.
+//! The rest of `hyp-user` builds on these three functions (the only other
+//! instructions it needs are the timer's, in `timer`, and the window's
+//! loads and stores, in `window`).
 //!
 //! The real instructions are compiled only for bare-metal AArch64
 //! (`target_arch = "aarch64"`, `target_os = "none"`). Elsewhere (the host,
@@ -45,9 +46,23 @@ impl RawReply {
 /// `info` in `x10`, `words` in `x0..x7` and `extra_capabilities` in
 /// `x11..x13`, and returns what the kernel left in `x0..x7`, `x9` and
 /// `x10`. The kernel may change `x0..x13` and nothing else.
-#[cfg(all(target_arch = "aarch64", target_os = "none"))]
+#[inline(always)]
 pub fn syscall(
     number: Syscall,
+    capability: u64,
+    info: MessageInfo,
+    words: [u64; REGISTER_MESSAGE_WORDS],
+    extra_capabilities: [u64; 3],
+) -> RawReply {
+    raw_syscall(number as u64, capability, info, words, extra_capabilities)
+}
+
+/// [`syscall`] with any number in `x8`, including one the ABI does not
+/// define (the kernel answers those with `IllegalOperation`): for testing
+/// the kernel's decoding.
+#[cfg(all(target_arch = "aarch64", target_os = "none"))]
+pub fn raw_syscall(
+    number: u64,
     capability: u64,
     info: MessageInfo,
     words: [u64; REGISTER_MESSAGE_WORDS],
@@ -72,7 +87,8 @@ pub fn syscall(
     // this thread's stack (`nostack`). Memory is not declared untouched: a
     // system call may read or write this thread's IPC buffer and wakes
     // other threads that share memory with it. The condition flags are
-    // not declared preserved either.
+    // not declared preserved either. An unknown number changes nothing but
+    // the reply registers.
     unsafe {
         core::arch::asm!(
             "svc #0",
@@ -84,7 +100,7 @@ pub fn syscall(
             inout("x5") word5,
             inout("x6") word6,
             inout("x7") word7,
-            inout("x8") number as u64 => _,
+            inout("x8") number => _,
             inout("x9") badge,
             inout("x10") info_word,
             inout("x11") extra_capabilities[0] => _,
@@ -102,16 +118,22 @@ pub fn syscall(
 
 /// The host stand-in for the system call: there is no kernel, so
 /// `host_kernel` answers (`IllegalOperation`, or in this crate's
-/// tests whatever the test installed).
+/// tests whatever the test installed). A number the ABI does not define
+/// is answered `IllegalOperation`, as the kernel does.
 #[cfg(not(all(target_arch = "aarch64", target_os = "none")))]
-pub fn syscall(
-    number: Syscall,
+pub fn raw_syscall(
+    number: u64,
     capability: u64,
     info: MessageInfo,
     words: [u64; REGISTER_MESSAGE_WORDS],
     extra_capabilities: [u64; 3],
 ) -> RawReply {
-    crate::host_kernel::syscall(number, capability, info, words, extra_capabilities)
+    match Syscall::from_number(number) {
+        Some(number) => {
+            crate::host_kernel::syscall(number, capability, info, words, extra_capabilities)
+        }
+        None => crate::host_kernel::illegal_operation(),
+    }
 }
 
 /// Executes `udf #0`. The kernel reports the undefined instruction and
@@ -169,6 +191,27 @@ mod tests {
         let reply = RawReply::from_registers([1; 8], 7, MessageInfo::new(3, 2).encode());
         assert_eq!(reply.info, MessageInfo::new(3, 2));
         assert_eq!(reply.badge, 7);
+    }
+
+    #[test]
+    fn an_unknown_number_is_an_illegal_operation_and_a_known_one_goes_through() {
+        crate::host_kernel::fake::install_success([7; 8]);
+        let reply = raw_syscall(77, 3, MessageInfo::new(0, 0), [0; 8], [0; 3]);
+        assert_eq!(reply.info.label, ErrorCode::IllegalOperation as u64);
+        assert!(crate::host_kernel::fake::requests().is_empty());
+        let reply = raw_syscall(
+            Syscall::Poll as u64,
+            3,
+            MessageInfo::new(0, 0),
+            [0; 8],
+            [0; 3],
+        );
+        assert_eq!(reply.info.label, 0);
+        assert_eq!(reply.words, [7; 8]);
+        assert_eq!(
+            crate::host_kernel::fake::requests()[0].number,
+            Syscall::Poll
+        );
     }
 
     #[test]

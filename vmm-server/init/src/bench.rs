@@ -12,7 +12,9 @@
 
 use core::sync::atomic::{AtomicU64, Ordering};
 
-use hyp_abi::{MessageInfo, ObjectType, Rights, Syscall, frame_attributes, initial_slots, user_layout};
+use hyp_abi::{
+    MessageInfo, ObjectType, Rights, Syscall, frame_attributes, initial_slots, user_layout,
+};
 use hyp_user::cycles;
 use hyp_user::syscall::syscall;
 use hyp_user::{BootInfo, CNode, Endpoint, Frame, PageTable, Tcb, Untyped, VSpace, println};
@@ -72,15 +74,12 @@ impl Kit<'_> {
             let frame = Frame::new(self.object(ObjectType::Frame4K, "retype a stack frame")?);
             let at = address + page * PAGE;
             loop {
-                match frame.map(
-                    vspace,
-                    at,
-                    Rights::READ.union(Rights::WRITE),
-                    0,
-                ) {
+                match frame.map(vspace, at, Rights::READ.union(Rights::WRITE), 0) {
                     Ok(()) => break,
                     Err(hyp_abi::Error::LookupFailed { .. }) => {
-                        let table = PageTable::new(self.object(ObjectType::PageTable, "retype a page table")?);
+                        let table = PageTable::new(
+                            self.object(ObjectType::PageTable, "retype a page table")?,
+                        );
                         table.map(vspace, at).map_err(step("map a page table"))?;
                     }
                     Err(error) => return Err(SetupError("map a stack frame", error)),
@@ -107,8 +106,12 @@ impl Kit<'_> {
         self.map_pages(vspace, bottom, STACK_PAGES)?;
         tcb.configure(fault_endpoint, priority, self.root, vspace)
             .map_err(step("configure a thread"))?;
-        tcb.write_registers(entry as usize as u64, bottom + STACK_PAGES * PAGE, &arguments)
-            .map_err(step("set a thread's registers"))?;
+        tcb.write_registers(
+            entry as usize as u64,
+            bottom + STACK_PAGES * PAGE,
+            &arguments,
+        )
+        .map_err(step("set a thread's registers"))?;
         tcb.resume().map_err(step("resume a thread"))?;
         Ok(tcb)
     }
@@ -123,14 +126,21 @@ impl Kit<'_> {
                 .allocate()
                 .map_err(|_| SetupError("slots", hyp_abi::Error::IllegalOperation))?;
             self.root
-                .copy(copy, self.root, boot_info.first_image_frame_slot() + index, Rights::READ)
+                .copy(
+                    copy,
+                    self.root,
+                    boot_info.first_image_frame_slot() + index,
+                    Rights::READ,
+                )
                 .map_err(step("copy an image frame"))?;
             let at = user_layout::IMAGE_BASE + index * PAGE;
             loop {
                 match Frame::new(copy).map(vspace, at, Rights::READ, frame_attributes::EXECUTABLE) {
                     Ok(()) => break,
                     Err(hyp_abi::Error::LookupFailed { .. }) => {
-                        let table = PageTable::new(self.object(ObjectType::PageTable, "retype a page table")?);
+                        let table = PageTable::new(
+                            self.object(ObjectType::PageTable, "retype a page table")?,
+                        );
                         table.map(vspace, at).map_err(step("map a page table"))?;
                     }
                     Err(error) => return Err(SetupError("map an image frame", error)),
@@ -176,7 +186,12 @@ fn report(name: &str, mut samples: [u64; ITERATIONS], overhead: u64, sel4: u64) 
 // ---------------------------------------------------------------------------
 // Thread bodies.
 
-fn raw(number: Syscall, capability: u64, info: MessageInfo, words: [u64; 8]) -> hyp_user::syscall::RawReply {
+fn raw(
+    number: Syscall,
+    capability: u64,
+    info: MessageInfo,
+    words: [u64; 8],
+) -> hyp_user::syscall::RawReply {
     syscall(number, capability, info, words, [0; 3])
 }
 
@@ -235,7 +250,10 @@ extern "C" fn high_waiter(notification: u64, done: u64) -> ! {
     for sample in &SAMPLES {
         raw(Syscall::Wait, notification, MessageInfo::new(0, 0), [0; 8]);
         let arrived = cycles::now();
-        sample.store(arrived.wrapping_sub(STAMP.load(Ordering::Acquire)), Ordering::Release);
+        sample.store(
+            arrived.wrapping_sub(STAMP.load(Ordering::Acquire)),
+            Ordering::Release,
+        );
     }
     // Init never answers: the thread stays blocked for good.
     raw(Syscall::Call, done, MessageInfo::new(0, 0), [0; 8]);
@@ -246,7 +264,12 @@ extern "C" fn high_waiter(notification: u64, done: u64) -> ! {
 extern "C" fn low_signaller(notification: u64, park: u64) -> ! {
     for _ in 0..ITERATIONS {
         STAMP.store(cycles::now(), Ordering::Release);
-        raw(Syscall::Signal, notification, MessageInfo::new(0, 0), [0; 8]);
+        raw(
+            Syscall::Signal,
+            notification,
+            MessageInfo::new(0, 0),
+            [0; 8],
+        );
     }
     parked(park)
 }
@@ -283,7 +306,10 @@ pub(crate) fn run(boot_info: &BootInfo<'_>, slots: &mut SlotAllocator) -> Result
         .filter(|descriptor| !descriptor.device && descriptor.size_bits >= 22)
         .map(|descriptor| Untyped::new(descriptor.slot))
         .next()
-        .ok_or(SetupError("find 4 MiB of untyped memory", hyp_abi::Error::IllegalOperation))?;
+        .ok_or(SetupError(
+            "find 4 MiB of untyped memory",
+            hyp_abi::Error::IllegalOperation,
+        ))?;
     let root = CNode::new(initial_slots::CNODE);
     let own = VSpace::new(initial_slots::VSPACE);
     let mut kit = Kit {
@@ -312,7 +338,12 @@ pub(crate) fn run(boot_info: &BootInfo<'_>, slots: &mut SlotAllocator) -> Result
         raw(Syscall::Poll, notification, MessageInfo::new(0, 0), [0; 8]);
         *sample = cycles::now() - start;
     }
-    report("null syscall (Poll, nothing pending)", samples, overhead, 91);
+    report(
+        "null syscall (Poll, nothing pending)",
+        samples,
+        overhead,
+        91,
+    );
 
     // Call and ReplyRecv between two address spaces, same priority.
     let endpoint = kit.object(ObjectType::Endpoint, "retype an endpoint")?;
@@ -346,7 +377,12 @@ pub(crate) fn run(boot_info: &BootInfo<'_>, slots: &mut SlotAllocator) -> Result
     kit.thread(high_waiter, [signals, done], 210, own, None)?;
     kit.thread(low_signaller, [signals, park], 110, own, None)?;
     raw(Syscall::Recv, done, MessageInfo::new(0, 0), [0; 8]);
-    report("Signal waking a higher priority", collected(), overhead, 569);
+    report(
+        "Signal waking a higher priority",
+        collected(),
+        overhead,
+        569,
+    );
 
     // Fault round trip: fault -> handler -> reply -> resume.
     let faults = kit.object(ObjectType::Endpoint, "retype an endpoint")?;

@@ -3,10 +3,28 @@
 //! control, its own TCB, CNode and VSpace), and from them it builds the
 //! rest of the system.
 //!
-//! For now it reads the boot-info page, then runs `ping-pong`, a test of
-//! the kernel's objects and IPC from user space: it creates a second
-//! thread in an address space of its own and exchanges 10 000 calls with
-//! it (`ping_pong.rs`).
+//! For now it reads the boot-info page, then runs the kernel's system
+//! tests from user space, one module each, through the runner in
+//! `suite.rs` (one line per test, `init: <name>: PASS <facts>` or
+//! `init: <name>: FAIL <reason>`, then `init: all N tests passed` or
+//! `init: M of N tests failed`):
+//!
+//! - `ping-pong` (`ping_pong.rs`): 10 000 calls with a child thread in an
+//!   address space of its own; `ping-pong-smp`, with more than one core:
+//!   1 000 with the child on core 1;
+//! - `fault` (`fault.rs`): a memory fault fixed by its handler, then one
+//!   that kills the thread;
+//! - `errors` (`errors.rs`): bogus requests get their exact errors;
+//! - `revoke` (`revoke.rs`): revoking an untyped block reclaims and zeroes
+//!   its memory;
+//! - `timer-irq` (`timer_irq.rs`): the virtual timer's interrupt wakes a
+//!   thread through a notification;
+//! - `priorities` (`priorities.rs`): a spinning thread does not starve a
+//!   higher-priority one.
+//!
+//! Each test takes its objects from an arena of its own (`arena.rs`),
+//! which is taken apart afterwards; child threads are built by
+//! `thread.rs`.
 //!
 //! It is linked at `hyp_abi::user_layout::IMAGE_BASE` for
 //! `aarch64-unknown-none-softfloat` (`build.rs`, `link.ld.in`), and the
@@ -16,9 +34,27 @@
 #![deny(unsafe_code)]
 
 #[cfg(any(target_os = "none", test))]
+mod arena;
+#[cfg(all(target_os = "none", feature = "bench"))]
+mod bench;
+#[cfg(any(target_os = "none", test))]
+mod errors;
+#[cfg(any(target_os = "none", test))]
+mod fault;
+#[cfg(any(target_os = "none", test))]
 mod ping_pong;
 #[cfg(any(target_os = "none", test))]
+mod priorities;
+#[cfg(any(target_os = "none", test))]
+mod revoke;
+#[cfg(any(target_os = "none", test))]
 mod slots;
+#[cfg(any(target_os = "none", test))]
+mod suite;
+#[cfg(any(target_os = "none", test))]
+mod thread;
+#[cfg(any(target_os = "none", test))]
+mod timer_irq;
 
 #[cfg(not(target_os = "none"))]
 fn main() {
@@ -35,6 +71,13 @@ hyp_user::entry!(main);
 /// The root task: started with `sp` = `user_layout::STACK_TOP` and the
 /// boot-info page's address.
 #[cfg(target_os = "none")]
+#[cfg_attr(
+    feature = "bench",
+    allow(
+        unreachable_code,
+        reason = "a benchmark build stops after the benchmarks"
+    )
+)]
 fn main(boot_info_address: u64) -> ! {
     use hyp_user::{BootInfo, println, runtime};
 
@@ -60,12 +103,15 @@ fn main(boot_info_address: u64) -> ! {
     );
     let mut slots =
         slots::SlotAllocator::new(boot_info.first_empty_slot(), boot_info.empty_slots());
-    match ping_pong::run(&boot_info, &mut slots) {
-        Ok(round_trips) => {
-            println!("init: ping-pong: {round_trips} round trips, badges checked");
+    // A benchmark build measures instead of testing.
+    #[cfg(feature = "bench")]
+    {
+        if let Err(error) = bench::run(&boot_info, &mut slots) {
+            println!("bench: FAIL: {error}");
         }
-        Err(failure) => println!("init: ping-pong: FAIL: {failure}"),
+        idle()
     }
+    suite::run_all(&boot_info, &mut slots, suite::Console);
     idle()
 }
 

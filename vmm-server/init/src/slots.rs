@@ -1,7 +1,9 @@
 //! The root task's slot allocator: every capability init creates needs an
 //! empty slot of its CNode, and the boot-info page says which slots are
 //! empty (a contiguous range up to the CNode's end). Slots are handed out
-//! in order and never given back: init creates its objects once.
+//! in order, like a stack: a test takes a [`SlotMark`] before it starts
+//! and, once it has emptied every slot it took, gives them all back with
+//! [`SlotAllocator::release_to`].
 
 use core::fmt;
 
@@ -23,6 +25,11 @@ impl fmt::Display for OutOfSlots {
         )
     }
 }
+
+/// Where the allocator stood: slots handed out after it can be given back
+/// together.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct SlotMark(u64);
 
 /// Hands out the empty slots `[next, end)` of the root CNode.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -63,6 +70,20 @@ impl SlotAllocator {
     pub(crate) fn remaining(&self) -> u64 {
         self.end - self.next
     }
+
+    /// The current position, to give back what is handed out after it.
+    pub(crate) fn mark(&self) -> SlotMark {
+        SlotMark(self.next)
+    }
+
+    /// Takes back every slot handed out since `mark`, which the caller
+    /// has emptied. A mark from before an earlier release (ahead of the
+    /// current position) changes nothing.
+    pub(crate) fn release_to(&mut self, mark: SlotMark) {
+        if mark.0 <= self.next {
+            self.next = mark.0;
+        }
+    }
 }
 
 #[cfg(test)]
@@ -82,6 +103,25 @@ mod tests {
         assert_eq!(slots.allocate(), Ok(33));
         assert_eq!(slots.allocate(), Err(OutOfSlots { wanted: 1, left: 0 }));
         assert_eq!(slots.remaining(), 0);
+    }
+
+    #[test]
+    fn slots_after_a_mark_come_back() {
+        let mut slots = SlotAllocator::new(10, 6);
+        assert_eq!(slots.allocate(), Ok(10));
+        let mark = slots.mark();
+        assert_eq!(slots.allocate_range(3), Ok(11));
+        slots.release_to(mark);
+        assert_eq!(slots.remaining(), 5);
+        assert_eq!(slots.allocate(), Ok(11));
+        let later = slots.mark();
+        slots.release_to(mark);
+        slots.release_to(later);
+        assert_eq!(
+            slots.allocate(),
+            Ok(11),
+            "a mark ahead of the position is ignored"
+        );
     }
 
     #[test]

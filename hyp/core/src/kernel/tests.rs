@@ -737,9 +737,21 @@ fn send_and_signal_fast_paths_match_the_general_path() {
         // for a signal; the low thread sends and signals.
         let mut states = Vec::new();
         for round in 0..10u64 {
-            let waiting_for = if round % 2 == 0 { Syscall::Recv } else { Syscall::Wait };
+            let waiting_for = if round % 2 == 0 {
+                Syscall::Recv
+            } else {
+                Syscall::Wait
+            };
             let object = if round % 2 == 0 { free } else { free + 1 };
-            enter(&mut kernel, 0, waiting_for as u64, object, MessageInfo::new(0, 0), &[], &[]);
+            enter(
+                &mut kernel,
+                0,
+                waiting_for as u64,
+                object,
+                MessageInfo::new(0, 0),
+                &[],
+                &[],
+            );
             assert_eq!(kernel.current(0), Some(low));
             states.push(kernel.store.clone());
             let (action, info) = if round % 2 == 0 {
@@ -747,8 +759,20 @@ fn send_and_signal_fast_paths_match_the_general_path() {
             } else {
                 (Syscall::Signal, MessageInfo::new(0, 0))
             };
-            enter(&mut kernel, 0, action as u64, object, info, &[round, 2, 3], &[]);
-            assert_eq!(kernel.current(0), Some(root), "round {round}: the waiter runs");
+            enter(
+                &mut kernel,
+                0,
+                action as u64,
+                object,
+                info,
+                &[round, 2, 3],
+                &[],
+            );
+            assert_eq!(
+                kernel.current(0),
+                Some(root),
+                "round {round}: the waiter runs"
+            );
             states.push(kernel.store.clone());
         }
         states
@@ -763,7 +787,15 @@ fn send_and_signal_fast_paths_match_the_general_path() {
     let free = first_free(&kernel);
     retype(&mut kernel, ObjectType::Notification, 0, free);
     let low = spawn(&mut kernel, free + 1, 10, 0);
-    enter(&mut kernel, 0, Syscall::Wait as u64, free, MessageInfo::new(0, 0), &[], &[]);
+    enter(
+        &mut kernel,
+        0,
+        Syscall::Wait as u64,
+        free,
+        MessageInfo::new(0, 0),
+        &[],
+        &[],
+    );
     assert_eq!(kernel.current(0), Some(low));
     kernel.context_mut(low).unwrap().x[9] = free;
     assert!(kernel.fast_signal(0, low), "fast signal taken");
@@ -780,12 +812,24 @@ fn fault_fast_paths_match_the_general_path() {
         retype(&mut kernel, ObjectType::Endpoint, 0, free);
         let child = spawn(&mut kernel, free + 1, 10, free);
         let mut states = Vec::new();
-        enter(&mut kernel, 0, Syscall::Recv as u64, free, MessageInfo::new(0, 0), &[], &[]);
+        enter(
+            &mut kernel,
+            0,
+            Syscall::Recv as u64,
+            free,
+            MessageInfo::new(0, 0),
+            &[],
+            &[],
+        );
         for round in 0..10u64 {
             assert_eq!(kernel.current(0), Some(child));
             kernel.context_mut(child).unwrap().pc = 0x40_0000 + 4 * round;
             kernel.fault(0, UserFault::Instruction { syndrome: round });
-            assert_eq!(kernel.current(0), Some(root), "round {round}: the handler runs");
+            assert_eq!(
+                kernel.current(0),
+                Some(root),
+                "round {round}: the handler runs"
+            );
             states.push(kernel.store.clone());
             let message = returned(&kernel, root);
             assert_eq!(message.words[0], 0x40_0000 + 4 * round);
@@ -811,7 +855,15 @@ fn fault_fast_paths_match_the_general_path() {
     let free = first_free(&kernel);
     retype(&mut kernel, ObjectType::Endpoint, 0, free);
     let child = spawn(&mut kernel, free + 1, 10, free);
-    enter(&mut kernel, 0, Syscall::Recv as u64, free, MessageInfo::new(0, 0), &[], &[]);
+    enter(
+        &mut kernel,
+        0,
+        Syscall::Recv as u64,
+        free,
+        MessageInfo::new(0, 0),
+        &[],
+        &[],
+    );
     let message = FaultMessage {
         label: FaultLabel::UndefinedInstruction as u64,
         words: [0, 0, 0, 0],
