@@ -157,8 +157,18 @@ fn first_free(kernel: &Kernel<Arena>) -> u64 {
     boot_word(kernel, boot_info::FIRST_EMPTY_SLOT)
 }
 
+/// The slot of the largest untyped capability the root task got.
 fn first_untyped(kernel: &Kernel<Arena>) -> u64 {
-    boot_word(kernel, boot_info::FIRST_UNTYPED_SLOT)
+    let count = boot_word(kernel, boot_info::UNTYPED_COUNT);
+    let largest = (0..count)
+        .max_by_key(|index| {
+            boot_word(
+                kernel,
+                boot_info::UNTYPED_DESCRIPTORS + 2 * *index as usize + 1,
+            ) & 0xff
+        })
+        .unwrap();
+    boot_word(kernel, boot_info::FIRST_UNTYPED_SLOT) + largest
 }
 
 fn retype(kernel: &mut Kernel<Arena>, kind: ObjectType, size_bits: u64, slot: u64) {
@@ -870,4 +880,61 @@ fn fault_fast_paths_match_the_general_path() {
         length: 2,
     };
     assert!(kernel.fast_fault(0, child, message), "fast fault taken");
+}
+
+/// VMIDs: each VSpace keeps its VMID while it has one; with more VSpaces
+/// than VMIDs they are recycled round robin, and the arch layer is told to
+/// flush the TLBs each time; a VMID never names two VSpaces at once.
+#[test]
+fn vmids_are_assigned_once_and_recycled_with_a_flush() {
+    let (mut kernel, root) = booted();
+    let free = first_free(&kernel);
+    let (own, first_vmid, _) = kernel.address_space(root).unwrap();
+    assert_eq!(
+        kernel.address_space(root),
+        Some((own, first_vmid, false)),
+        "kept"
+    );
+    // 300 threads, each in a VSpace of its own.
+    let mut recycled = 0;
+    let mut seen = std::collections::BTreeMap::new();
+    for index in 0..300u64 {
+        let thread_slot = free + 2 * index;
+        let vspace_slot = thread_slot + 1;
+        retype(&mut kernel, ObjectType::Tcb, 0, thread_slot);
+        retype(&mut kernel, ObjectType::VSpace, 0, vspace_slot);
+        let reply = invoke(
+            &mut kernel,
+            thread_slot,
+            InvocationLabel::TcbConfigure,
+            &[0, 1],
+            &[initial_slots::CNODE, vspace_slot],
+        );
+        assert_eq!(reply.error(), None);
+        let thread = match kernel
+            .store
+            .slot(SlotRef {
+                cnode: root_cnode(&kernel),
+                index: thread_slot,
+            })
+            .unwrap()
+            .capability
+        {
+            Capability::Tcb { object } => object,
+            other => panic!("{other:?}"),
+        };
+        let (vspace, vmid, flush) = kernel.address_space(thread).unwrap();
+        assert!(vmid != 0 && usize::from(vmid) < VMIDS);
+        recycled += usize::from(flush);
+        seen.insert(vmid, vspace);
+        // No other VSpace holds this VMID now.
+        let holders = kernel
+            .vmids
+            .iter()
+            .filter(|owner| **owner == Some(vspace))
+            .count();
+        assert_eq!(holders, 1);
+    }
+    assert!(recycled >= 300 - (VMIDS - 2), "recycled {recycled} times");
+    assert_eq!(seen.len(), VMIDS - 1, "every VMID but 0 was used");
 }
