@@ -1083,6 +1083,28 @@ impl<S: KernelStore> Kernel<S> {
         if !rights.contains(Rights::WRITE) {
             return false;
         }
+        if !self.fast_wake(core, notification, badge, Some((signaller, priority))) {
+            return false;
+        }
+        if let Some(tcb) = self.store.tcb_mut(signaller) {
+            tcb.context.x[..REGISTER_MESSAGE_WORDS].fill(0);
+            tcb.context.x[MESSAGE_INFO_REGISTER] = MessageInfo::new(0, 0).encode();
+        }
+        true
+    }
+
+    /// Wakes the one thread waiting on `notification` with `badge` and
+    /// switches `core` to it, when it can run at once there ahead of
+    /// `running` (the thread the core ran, with its priority; it goes back
+    /// to the front of its run queue), as `ipc::signal` then `schedule`
+    /// would. Returns false, having changed nothing, otherwise.
+    fn fast_wake(
+        &mut self,
+        core: usize,
+        notification: ObjectRef,
+        badge: u64,
+        running: Option<(ThreadRef, u8)>,
+    ) -> bool {
         let Some((waiter, word)) = self.store.notification(notification).and_then(|object| {
             let head = object.waiters.head()?;
             (object.waiters.tail() == Some(head)).then_some((head, object.word))
@@ -1093,13 +1115,16 @@ impl<S: KernelStore> Kernel<S> {
         let eligible = self.store.tcb(waiter).is_some_and(|tcb| {
             tcb.state == ThreadState::BlockedOnNotification { notification }
                 && tcb.links == Links::ALONE
-                && tcb.priority > priority
+                && running.is_none_or(|(_, priority)| tcb.priority > priority)
                 && runs_next_here(tcb, core, highest)
         });
-        if !eligible
-            || self
+        if !eligible {
+            return false;
+        }
+        if let Some((thread, _)) = running
+            && self
                 .scheduler
-                .enqueue_front(&mut self.store, signaller)
+                .enqueue_front(&mut self.store, thread)
                 .is_err()
         {
             return false;
@@ -1116,9 +1141,9 @@ impl<S: KernelStore> Kernel<S> {
             tcb.state = ThreadState::Runnable;
             tcb.running = true;
         }
-        if let Some(tcb) = self.store.tcb_mut(signaller) {
-            tcb.context.x[..REGISTER_MESSAGE_WORDS].fill(0);
-            tcb.context.x[MESSAGE_INFO_REGISTER] = MessageInfo::new(0, 0).encode();
+        if let Some((thread, _)) = running
+            && let Some(tcb) = self.store.tcb_mut(thread)
+        {
             tcb.running = false;
         }
         self.cores[core].current = Some(waiter);
@@ -1430,6 +1455,9 @@ impl<S: KernelStore> Kernel<S> {
     /// Interrupt `irq` arrived on `core` (the arch layer has masked it).
     pub fn interrupt(&mut self, core: usize, irq: u16) -> Effects {
         let mut effects = Effects::default();
+        if self.fastpath && self.fast_interrupt(core, irq) {
+            return effects;
+        }
         match irq::raise(&mut self.store, &mut self.scheduler, irq) {
             Ok(irq::Raised::Signalled) => self.kick_all_others(core, &mut effects),
             Ok(irq::Raised::Unhandled) => effects.notice = Some(Notice::UnhandledIrq { irq }),
@@ -1439,6 +1467,36 @@ impl<S: KernelStore> Kernel<S> {
         }
         self.schedule(core, &mut effects);
         effects
+    }
+
+    /// The fast path of an interrupt whose notification has one waiter
+    /// that can run at once on this core: as `irq::raise` then `schedule`.
+    fn fast_interrupt(&mut self, core: usize, irq: u16) -> bool {
+        let Some(&irq::IrqEntry {
+            claimed: true,
+            notification: Some((notification, badge)),
+            ..
+        }) = self.store.irqs().entries.get(usize::from(irq))
+        else {
+            return false;
+        };
+        // The running thread, if it is still running (it is preempted).
+        let running = self.current(core).and_then(|thread| {
+            let tcb = self.store.tcb(thread)?;
+            (tcb.state == ThreadState::Runnable && !tcb.links.queued)
+                .then_some((thread, tcb.priority))
+        });
+        if self.current(core).is_some() && running.is_none() {
+            return false;
+        }
+        let badge = if badge == 0 { 1 } else { badge };
+        if !self.fast_wake(core, notification, badge, running) {
+            return false;
+        }
+        if let Some(entry) = self.store.irqs_mut().entries.get_mut(usize::from(irq)) {
+            entry.waiting_for_ack = true;
+        }
+        true
     }
 
     /// Re-decides what `core` runs: the current thread unless it stopped

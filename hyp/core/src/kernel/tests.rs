@@ -938,3 +938,76 @@ fn vmids_are_assigned_once_and_recycled_with_a_flush() {
     assert!(recycled >= 300 - (VMIDS - 2), "recycled {recycled} times");
     assert_eq!(seen.len(), VMIDS - 1, "every VMID but 0 was used");
 }
+
+/// An interrupt whose notification has a waiting thread of higher
+/// priority: the fast path must leave what the general path leaves, and
+/// be taken.
+#[test]
+fn interrupt_fast_path_matches_the_general_path() {
+    fn scenario(fastpath: bool) -> (Vec<Arena>, bool) {
+        let (mut kernel, root) = booted();
+        kernel.fastpath = fastpath;
+        let free = first_free(&kernel);
+        retype(&mut kernel, ObjectType::Notification, 0, free);
+        let reply = invoke(
+            &mut kernel,
+            initial_slots::IRQ_CONTROL,
+            InvocationLabel::IrqControlGet,
+            &[40, free + 1],
+            &[initial_slots::CNODE],
+        );
+        assert_eq!(reply.error(), None);
+        let reply = invoke(
+            &mut kernel,
+            free + 1,
+            InvocationLabel::IrqHandlerSetNotification,
+            &[],
+            &[free],
+        );
+        assert_eq!(reply.error(), None);
+        let low = spawn(&mut kernel, free + 2, 10, 0);
+        let mut states = Vec::new();
+        let mut took_fast = false;
+        for round in 0..5 {
+            enter(
+                &mut kernel,
+                0,
+                Syscall::Wait as u64,
+                free,
+                MessageInfo::new(0, 0),
+                &[],
+                &[],
+            );
+            assert_eq!(kernel.current(0), Some(low));
+            if fastpath && round == 0 {
+                let before = kernel.store.clone();
+                took_fast = kernel.fast_interrupt(0, 40);
+                assert_ne!(kernel.store, before);
+            } else {
+                kernel.interrupt(0, 40);
+            }
+            assert_eq!(
+                kernel.current(0),
+                Some(root),
+                "round {round}: the handler runs"
+            );
+            assert_eq!(returned(&kernel, root).badge, 1);
+            states.push(kernel.store.clone());
+            let reply = invoke(
+                &mut kernel,
+                free + 1,
+                InvocationLabel::IrqHandlerAck,
+                &[],
+                &[],
+            );
+            assert_eq!(reply.error(), None);
+        }
+        (states, took_fast)
+    }
+    let (general, _) = scenario(false);
+    let (fast, took_fast) = scenario(true);
+    assert!(took_fast, "the fast path was taken");
+    for (step, (general, fast)) in general.iter().zip(&fast).enumerate() {
+        assert_eq!(general, fast, "step {step} differs");
+    }
+}
