@@ -207,11 +207,14 @@ extern "C" fn handle_lower(vector: u64, syndrome: u64, fault_address: u64) -> *c
                 _ => kernel.fault(core, UserFault::Instruction { syndrome }),
             }
         }
-        1 => {
+        // IRQ or FIQ: the interrupt controller says which interrupts.
+        1 | 2 => {
             let mut effects = Effects::default();
             take_interrupts(core, &mut kernel, &mut effects);
             effects
         }
+        // SError: an asynchronous abort, most likely of the interrupted
+        // thread's own access; it is reported to that thread's handler.
         _ => kernel.fault(core, UserFault::Instruction { syndrome }),
     };
     next_context(core, kernel, &effects)
