@@ -27,6 +27,9 @@ pub mod console;
     reason = "reads the PMU cycle counter register (benchmark builds)"
 )]
 pub mod cycles;
+#[cfg(all(feature = "heap", target_os = "none"))]
+#[allow(unsafe_code, reason = "hands the heap its static memory, once")]
+pub mod heap;
 #[cfg(not(all(target_arch = "aarch64", target_os = "none")))]
 mod host_kernel;
 pub mod ipc;

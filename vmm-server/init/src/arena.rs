@@ -1,7 +1,7 @@
-//! A test's resources: an untyped block of its own, retyped from a large
-//! one, the slots of the root CNode it fills, and a log of every
-//! capability it made, so that [`Arena::tear_down`] can take it all apart
-//! again and the next test starts from the same memory and slots.
+//! A test's resources: a 2 MiB untyped block of its own from init's pool
+//! (`untyped.rs`), the slots of the root CNode it fills, and a log of
+//! every capability it made, so that [`Arena::tear_down`] can take it all
+//! apart again and the next test starts from the same memory and slots.
 //!
 //! Tear-down follows the kernel's rules for deleting objects
 //! (`hyp-core/src/cspace.rs`): threads are suspended and deleted first
@@ -10,33 +10,26 @@
 //! else in the reverse order of creation, which deletes a CNode's
 //! contents before the CNode, a level 3 page table before the level 2
 //! table it hangs from, page tables before their VSpace, and an IRQ
-//! handler before its notification. Last goes the arena's untyped block,
-//! which then has no children left, and the slots go back to the
-//! allocator.
+//! handler before its notification. Last the arena's block goes back to
+//! the pool, which revokes its capability (destroying whatever the test
+//! made from it and did not log), and the slots go back to the allocator.
 
 use core::fmt;
 
 use hyp_abi::{Error, ObjectType, Rights, initial_slots};
-use hyp_user::boot_info::UntypedDescriptor;
-use hyp_user::{BootInfo, CNode, Frame, PageTable, Tcb, Untyped, VSpace};
+use hyp_user::{CNode, Frame, PageTable, Tcb, Untyped, VSpace};
 
 use crate::slots::{OutOfSlots, SlotAllocator, SlotMark};
+use crate::untyped::{Block, PoolError, UntypedPool};
 
 /// Capabilities one arena can log.
 pub(crate) const MAX_ENTRIES: usize = 128;
-/// log2 of the bytes of a test's untyped block: 2 MiB holds a few child
-/// threads with their CNodes (64 KiB each), VSpaces, page tables and
-/// stacks.
-pub(crate) const ARENA_BITS: u8 = 21;
 
 /// Why a test's resources could not be set up (or taken apart).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum SetupError {
-    /// No untyped block is RAM and holds 2^`bits` bytes.
-    NoUntyped {
-        /// log2 of the bytes needed.
-        bits: u8,
-    },
+    /// The untyped pool has no block for the test, or refused one back.
+    Pool(PoolError),
     /// The root CNode has no room.
     Slots(OutOfSlots),
     /// The arena's log of capabilities is full.
@@ -82,12 +75,16 @@ impl From<OutOfSlots> for SetupError {
     }
 }
 
+impl From<PoolError> for SetupError {
+    fn from(error: PoolError) -> SetupError {
+        SetupError::Pool(error)
+    }
+}
+
 impl fmt::Display for SetupError {
     fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
         match *self {
-            SetupError::NoUntyped { bits } => {
-                write!(formatter, "no untyped RAM block of 2^{bits} bytes or more")
-            }
+            SetupError::Pool(error) => write!(formatter, "{error}"),
             SetupError::Slots(error) => write!(formatter, "{error}"),
             SetupError::LogFull => write!(
                 formatter,
@@ -119,30 +116,6 @@ pub(crate) fn step(step: &'static str) -> impl FnOnce(Error) -> SetupError {
     move |error| SetupError::Invocation { step, error }
 }
 
-/// The untyped block tests take their arenas from: the largest RAM block
-/// (the first of them if several are as large), if it holds an arena.
-pub(crate) fn choose_source(
-    descriptors: impl Iterator<Item = UntypedDescriptor>,
-) -> Option<UntypedDescriptor> {
-    descriptors
-        .filter(|descriptor| !descriptor.device && descriptor.size_bits >= ARENA_BITS)
-        .fold(
-            None,
-            |best: Option<UntypedDescriptor>, descriptor| match best {
-                Some(best) if best.size_bits >= descriptor.size_bits => Some(best),
-                _ => Some(descriptor),
-            },
-        )
-}
-
-/// The source block of `boot_info`'s untyped memory, as [`choose_source`]
-/// picks it.
-pub(crate) fn source(boot_info: &BootInfo<'_>) -> Result<Untyped, SetupError> {
-    choose_source(boot_info.untyped_descriptors())
-        .map(|descriptor| Untyped::new(descriptor.slot))
-        .ok_or(SetupError::NoUntyped { bits: ARENA_BITS })
-}
-
 /// What tear-down does with a logged capability, and when.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Kind {
@@ -166,8 +139,9 @@ struct Entry {
 /// A test's memory, slots and log (see the module's documentation).
 #[derive(Debug)]
 pub(crate) struct Arena<'a> {
-    untyped: Untyped,
+    block: Block,
     root: CNode,
+    pool: &'a mut UntypedPool,
     slots: &'a mut SlotAllocator,
     mark: SlotMark,
     entries: [Option<Entry>; MAX_ENTRIES],
@@ -175,26 +149,19 @@ pub(crate) struct Arena<'a> {
 }
 
 impl<'a> Arena<'a> {
-    /// Retypes an untyped block of 2^[`ARENA_BITS`] bytes from `source`
-    /// into a fresh slot, for one test.
+    /// Takes a 2 MiB untyped block from `pool` for one test (2 MiB holds
+    /// a few child threads with their CNodes of 64 KiB, VSpaces, page
+    /// tables and stacks); its slots come from `slots`.
     pub(crate) fn new(
-        source: Untyped,
+        pool: &'a mut UntypedPool,
         slots: &'a mut SlotAllocator,
     ) -> Result<Arena<'a>, SetupError> {
-        let root = CNode::new(initial_slots::CNODE);
+        let block = pool.allocate()?;
         let mark = slots.mark();
-        let slot = slots.allocate()?;
-        if let Err(error) = source.retype(ObjectType::Untyped, u64::from(ARENA_BITS), root, slot, 1)
-        {
-            slots.release_to(mark);
-            return Err(SetupError::Invocation {
-                step: "retype the test's untyped block",
-                error,
-            });
-        }
         Ok(Arena {
-            untyped: Untyped::new(slot),
-            root,
+            block,
+            root: CNode::new(initial_slots::CNODE),
+            pool,
             slots,
             mark,
             entries: [None; MAX_ENTRIES],
@@ -210,7 +177,7 @@ impl<'a> Arena<'a> {
     /// The arena's untyped block. What a test retypes from it by hand it
     /// must log, with [`Arena::log`] or [`Arena::allocate`].
     pub(crate) fn untyped(&self) -> Untyped {
-        self.untyped
+        self.block.untyped()
     }
 
     /// Logs slot `slot` of `cnode` (a CNode capability in init's CSpace)
@@ -257,7 +224,8 @@ impl<'a> Arena<'a> {
             _ => Kind::Other,
         };
         let slot = self.slots.allocate()?;
-        self.untyped
+        self.block
+            .untyped()
             .retype(object_type, size_bits, self.root, slot, 1)
             .map_err(step(what))?;
         self.log(self.root, slot, kind)?;
@@ -332,8 +300,9 @@ impl<'a> Arena<'a> {
     }
 
     /// Takes apart everything the test made (see the module's
-    /// documentation) and gives its slots back. On the first refusal it
-    /// stops and says which; the slots and memory stay taken then.
+    /// documentation) and gives its block and slots back. On the first
+    /// refusal it stops and says which; the slots and memory stay taken
+    /// then.
     pub(crate) fn tear_down(self) -> Result<(), SetupError> {
         let entries = &self.entries[..self.count];
         let logged = || entries.iter().rev().flatten();
@@ -360,9 +329,13 @@ impl<'a> Arena<'a> {
                 .delete(entry.slot)
                 .map_err(step("clean up: delete a capability"))?;
         }
-        self.root
-            .delete(self.untyped.pointer())
-            .map_err(step("clean up: delete the test's untyped block"))?;
+        self.pool.free(self.block).map_err(|error| match error {
+            PoolError::Revoke { error, .. } => SetupError::Invocation {
+                step: "clean up: revoke the test's untyped block",
+                error,
+            },
+            other => SetupError::Pool(other),
+        })?;
         self.slots.release_to(self.mark);
         Ok(())
     }
@@ -372,43 +345,48 @@ impl<'a> Arena<'a> {
 mod tests {
     use super::*;
 
-    fn descriptor(slot: u64, size_bits: u8, device: bool) -> UntypedDescriptor {
-        UntypedDescriptor {
-            slot,
-            physical_base: 0x4000_0000,
-            size_bits,
-            device,
-        }
-    }
-
     #[test]
-    fn the_largest_ram_block_is_the_source() {
-        let blocks = [
-            descriptor(7, 30, true),
-            descriptor(8, 12, false),
-            descriptor(9, 25, false),
-            descriptor(10, 28, false),
-            descriptor(11, 28, false),
-        ];
-        assert_eq!(
-            choose_source(blocks.into_iter()),
-            Some(descriptor(10, 28, false))
-        );
-        assert_eq!(choose_source(blocks[..2].iter().copied()), None);
-    }
-
-    #[test]
-    fn without_a_kernel_the_arena_is_refused_and_its_slot_given_back() {
+    fn without_a_free_block_the_arena_is_refused_and_takes_no_slot() {
+        let mut pool = UntypedPool::new();
         let mut slots = SlotAllocator::new(9, 100);
-        // On the host every system call is answered IllegalOperation.
         assert_eq!(
-            Arena::new(Untyped::new(7), &mut slots).map(|_| ()),
+            Arena::new(&mut pool, &mut slots).map(|_| ()),
+            Err(SetupError::Pool(PoolError::Exhausted { blocks: 0 }))
+        );
+        assert_eq!(slots.remaining(), 100);
+    }
+
+    #[test]
+    fn the_arena_takes_a_block_and_without_a_kernel_cannot_give_it_back() {
+        let mut pool = UntypedPool::new();
+        pool.add_run(0x4000_0000, 7, 1).unwrap();
+        let mut slots = SlotAllocator::new(9, 100);
+        let mut arena = Arena::new(&mut pool, &mut slots).unwrap();
+        assert_eq!(arena.untyped(), Untyped::new(7));
+        assert_eq!(arena.empty_slot(), Ok(9));
+        // On the host every system call is answered IllegalOperation: the
+        // logged slot is not deleted, so the block and slots stay taken.
+        assert_eq!(
+            arena.tear_down(),
             Err(SetupError::Invocation {
-                step: "retype the test's untyped block",
+                step: "clean up: delete a capability",
                 error: Error::IllegalOperation
             })
         );
-        assert_eq!(slots.remaining(), 100);
+        assert_eq!(pool.free_blocks(), 0);
+        assert_eq!(slots.remaining(), 99);
+
+        let mut pool = UntypedPool::new();
+        pool.add_run(0x4000_0000, 7, 1).unwrap();
+        let arena = Arena::new(&mut pool, &mut slots).unwrap();
+        assert_eq!(
+            arena.tear_down(),
+            Err(SetupError::Invocation {
+                step: "clean up: revoke the test's untyped block",
+                error: Error::IllegalOperation
+            })
+        );
+        assert_eq!(pool.free_blocks(), 0);
     }
 
     #[test]

@@ -3,9 +3,11 @@
 //! control, its own TCB, CNode and VSpace), and from them it builds the
 //! rest of the system.
 //!
-//! For now it reads the boot-info page, then runs the kernel's system
-//! tests from user space, one module each, through the runner in
-//! `suite.rs` (one line per test, `init: <name>: PASS <facts>` or
+//! For now it reads the boot-info page, splits its untyped RAM into a
+//! pool of 2 MiB blocks (`untyped.rs`, a buddy allocator; it prints
+//! `init: untyped pool: N blocks of 2 MiB (M MiB)`), then runs the
+//! kernel's system tests from user space, one module each, through the
+//! runner in `suite.rs` (one line per test, `init: <name>: PASS <facts>` or
 //! `init: <name>: FAIL <reason>`, then `init: all N tests passed` or
 //! `init: M of N tests failed`):
 //!
@@ -22,9 +24,9 @@
 //! - `priorities` (`priorities.rs`): a spinning thread does not starve a
 //!   higher-priority one.
 //!
-//! Each test takes its objects from an arena of its own (`arena.rs`),
-//! which is taken apart afterwards; child threads are built by
-//! `thread.rs`.
+//! Each test takes its objects from an arena of its own (`arena.rs`): a
+//! block from the pool, taken apart and given back afterwards; child
+//! threads are built by `thread.rs`.
 //!
 //! It is linked at `hyp_abi::user_layout::IMAGE_BASE` for
 //! `aarch64-unknown-none-softfloat` (`build.rs`, `link.ld.in`), and the
@@ -55,6 +57,8 @@ mod suite;
 mod thread;
 #[cfg(any(target_os = "none", test))]
 mod timer_irq;
+#[cfg(any(target_os = "none", test))]
+mod untyped;
 
 #[cfg(not(target_os = "none"))]
 fn main() {
@@ -103,7 +107,8 @@ fn main(boot_info_address: u64) -> ! {
     );
     let mut slots =
         slots::SlotAllocator::new(boot_info.first_empty_slot(), boot_info.empty_slots());
-    // A benchmark build measures instead of testing.
+    // A benchmark build measures instead of testing (and retypes the
+    // boot untypeds itself, so the pool is not made).
     #[cfg(feature = "bench")]
     {
         if let Err(error) = bench::run(&boot_info, &mut slots) {
@@ -111,7 +116,16 @@ fn main(boot_info_address: u64) -> ! {
         }
         idle()
     }
-    suite::run_all(&boot_info, &mut slots, suite::Console);
+    let mut pool = untyped::UntypedPool::new();
+    if let Err(error) = pool.fill(&boot_info, &mut slots) {
+        println!("init: FAIL: untyped pool: {error}");
+    }
+    println!(
+        "init: untyped pool: {} blocks of 2 MiB ({} MiB)",
+        pool.blocks(),
+        pool.blocks() * 2
+    );
+    suite::run_all(&boot_info, &mut pool, &mut slots, suite::Console);
     idle()
 }
 

@@ -9,22 +9,24 @@
 
 use core::fmt::{self, Display, Write};
 
-use hyp_user::{BootInfo, Untyped};
+use hyp_user::BootInfo;
 
-use crate::arena::{self, Arena, SetupError};
+use crate::arena::{Arena, SetupError};
 use crate::slots::SlotAllocator;
+use crate::untyped::UntypedPool;
 use crate::{errors, fault, ping_pong, priorities, revoke, timer_irq};
 
-/// Runs every system test, each in an arena of its own taken from
-/// `boot_info`'s memory and `slots`, writing the lines to `output`;
-/// returns the tests that failed and the tests run. `ping-pong-smp` runs
-/// only when there is more than one core.
+/// Runs every system test, each in an arena of its own taken from `pool`
+/// and `slots`, writing the lines to `output`; returns the tests that
+/// failed and the tests run. `ping-pong-smp` runs only when there is more
+/// than one core.
 pub(crate) fn run_all<W: Write>(
     boot_info: &BootInfo<'_>,
+    pool: &mut UntypedPool,
     slots: &mut SlotAllocator,
     output: W,
 ) -> (u32, u32) {
-    let mut suite = Suite::new(arena::source(boot_info), slots, output);
+    let mut suite = Suite::new(pool, slots, output);
     suite.run("ping-pong", |arena| {
         ping_pong::run(boot_info, arena, ping_pong::ROUNDS, None)
     });
@@ -44,7 +46,7 @@ pub(crate) fn run_all<W: Write>(
 /// Runs tests and counts their outcomes, writing the lines to `output`.
 #[derive(Debug)]
 pub(crate) struct Suite<'s, W> {
-    source: Result<Untyped, SetupError>,
+    pool: &'s mut UntypedPool,
     slots: &'s mut SlotAllocator,
     output: W,
     run: u32,
@@ -52,15 +54,15 @@ pub(crate) struct Suite<'s, W> {
 }
 
 impl<'s, W: Write> Suite<'s, W> {
-    /// A suite whose tests take their arenas from `source` (or fail with
-    /// its error) and their slots from `slots`.
+    /// A suite whose tests take their memory from `pool` and their slots
+    /// from `slots`.
     pub(crate) fn new(
-        source: Result<Untyped, SetupError>,
+        pool: &'s mut UntypedPool,
         slots: &'s mut SlotAllocator,
         output: W,
     ) -> Suite<'s, W> {
         Suite {
-            source,
+            pool,
             slots,
             output,
             run: 0,
@@ -75,21 +77,18 @@ impl<'s, W: Write> Suite<'s, W> {
         test: impl FnOnce(&mut Arena<'_>) -> Result<P, F>,
     ) {
         self.run += 1;
-        let outcome = match self.source {
+        let outcome = match Arena::new(self.pool, self.slots) {
             Err(error) => Err(Outcome::Setup(error)),
-            Ok(source) => match Arena::new(source, self.slots) {
-                Err(error) => Err(Outcome::Setup(error)),
-                Ok(mut arena) => {
-                    let result = test(&mut arena);
-                    let cleanup = arena.tear_down();
-                    match (result, cleanup) {
-                        (Ok(facts), Ok(())) => Ok(facts),
-                        (Ok(_), Err(error)) => Err(Outcome::CleanupOnly(error)),
-                        (Err(failure), Ok(())) => Err(Outcome::Failed(failure, None)),
-                        (Err(failure), Err(error)) => Err(Outcome::Failed(failure, Some(error))),
-                    }
+            Ok(mut arena) => {
+                let result = test(&mut arena);
+                let cleanup = arena.tear_down();
+                match (result, cleanup) {
+                    (Ok(facts), Ok(())) => Ok(facts),
+                    (Ok(_), Err(error)) => Err(Outcome::CleanupOnly(error)),
+                    (Err(failure), Ok(())) => Err(Outcome::Failed(failure, None)),
+                    (Err(failure), Err(error)) => Err(Outcome::Failed(failure, Some(error))),
                 }
-            },
+            }
         };
         let _ = match outcome {
             Ok(facts) => writeln!(self.output, "init: {name}: PASS {facts}"),
@@ -160,6 +159,7 @@ impl Write for Console {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::untyped::PoolError;
     use hyp_abi::boot_info as layout;
     use hyp_abi::{Error, user_layout};
     use hyp_user::boot_info::BOOT_INFO_WORDS;
@@ -217,8 +217,11 @@ mod tests {
             let mut slots = SlotAllocator::new(9, 4096 - 9);
             let mut output = String::new();
             // On the host every system call is answered IllegalOperation,
-            // so each test fails making its arena, and the next one runs.
-            let (failed, run) = run_all(&boot_info, &mut slots, &mut output);
+            // so init cannot fill the pool, each test fails making its
+            // arena, and the next one runs.
+            let mut pool = UntypedPool::new();
+            assert!(pool.fill(&boot_info, &mut slots).is_err());
+            let (failed, run) = run_all(&boot_info, &mut pool, &mut slots, &mut output);
             assert_eq!((failed as usize, run as usize), (names.len(), names.len()));
             let lines: Vec<&str> = output.lines().collect();
             assert_eq!(lines.len(), names.len() + 1);
@@ -226,8 +229,8 @@ mod tests {
                 assert_eq!(
                     *line,
                     std::format!(
-                        "init: {name}: FAIL set up the test's memory: retype the test's untyped \
-                         block: illegal operation for this object"
+                        "init: {name}: FAIL set up the test's memory: no free 2 MiB block of \
+                         untyped memory (the pool has 0, all in use)"
                     )
                 );
             }
@@ -240,25 +243,34 @@ mod tests {
     }
 
     #[test]
-    fn without_a_kernel_every_test_fails_setting_up_and_the_count_says_so() {
+    fn a_test_runs_with_a_block_and_without_one_fails_setting_up() {
+        let mut pool = UntypedPool::new();
+        pool.add_run(0x4000_0000, 7, 1).unwrap();
         let mut slots = SlotAllocator::new(9, 100);
         let mut output = String::new();
-        let mut suite = Suite::new(Ok(Untyped::new(7)), &mut slots, &mut output);
-        let mut ran = false;
-        suite.run("first", |_| {
-            ran = true;
+        let mut suite = Suite::new(&mut pool, &mut slots, &mut output);
+        let mut ran = 0;
+        suite.run("first", |arena| {
+            ran += 1;
+            assert_eq!(arena.untyped(), hyp_user::Untyped::new(7));
             Ok::<_, &str>("facts")
         });
-        suite.run("second", |_| Err::<&str, _>("reason"));
+        // Without a kernel the first test's block cannot be revoked, so it
+        // stays taken and the pool has none for the second.
+        suite.run("second", |_| {
+            ran += 1;
+            Err::<&str, _>("reason")
+        });
         assert_eq!(suite.finish(), (2, 2));
-        assert!(!ran, "a test whose arena cannot be made does not run");
+        assert_eq!(ran, 1, "a test whose arena cannot be made does not run");
         assert_eq!(
             output,
-            "init: first: FAIL set up the test's memory: retype the test's untyped block: illegal operation for this object\n\
-             init: second: FAIL set up the test's memory: retype the test's untyped block: illegal operation for this object\n\
+            "init: first: FAIL the test passed, but its clean-up was refused: clean up: revoke the test's untyped block: illegal operation for this object\n\
+             init: second: FAIL set up the test's memory: no free 2 MiB block of untyped memory (the pool has 1, all in use)\n\
              init: 2 of 2 tests failed\n"
         );
         assert_eq!(slots.remaining(), 100);
+        assert_eq!(pool.free_blocks(), 0);
     }
 
     #[test]
@@ -274,13 +286,17 @@ mod tests {
             std::format!("{failure}"),
             "reason (clean-up refused too: clean up: delete a frame: illegal operation for this object)"
         );
+        assert_eq!(
+            std::format!(
+                "{}",
+                Outcome::<&str>::Setup(SetupError::Pool(PoolError::Exhausted { blocks: 3 }))
+            ),
+            "set up the test's memory: no free 2 MiB block of untyped memory (the pool has 3, all in use)"
+        );
+        let mut pool = UntypedPool::new();
         let mut slots = SlotAllocator::new(9, 100);
         let mut output = String::new();
-        let suite = Suite::new(
-            Err(SetupError::NoUntyped { bits: 21 }),
-            &mut slots,
-            &mut output,
-        );
+        let suite = Suite::new(&mut pool, &mut slots, &mut output);
         assert_eq!(suite.finish(), (0, 0));
         assert_eq!(output, "init: all 0 tests passed\n");
     }
