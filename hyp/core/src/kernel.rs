@@ -251,13 +251,15 @@ fn success(words: &[u64]) -> Reply {
     Ok((MessageInfo::new(0, length as u8), message))
 }
 
-/// An invocation's arguments, read from the caller's registers.
+/// An invocation's arguments, read from the caller's registers. Extra
+/// capability pointers are resolved only when the invocation asks for
+/// them ([`Kernel::extra`]).
 struct Arguments {
     words: [u64; REGISTER_MESSAGE_WORDS],
     length: usize,
-    extra: [Option<(SlotRef, Capability)>; 3],
-    extra_errors: [Option<Error>; 3],
+    pointers: [u64; 3],
     extra_count: usize,
+    thread: ThreadRef,
 }
 
 impl Arguments {
@@ -267,20 +269,6 @@ impl Arguments {
         } else {
             Err(Error::Truncated)
         }
-    }
-
-    /// Extra capability `number` (1 to 3).
-    fn capability(&self, number: usize) -> Result<(SlotRef, Capability), Error> {
-        let index = number - 1;
-        #[allow(clippy::cast_possible_truncation, reason = "1 to 3")]
-        let argument = number as u8;
-        if index >= self.extra_count {
-            return Err(Error::InvalidCapability { argument });
-        }
-        if let Some(error) = self.extra_errors[index] {
-            return Err(error);
-        }
-        self.extra[index].ok_or(Error::InvalidCapability { argument })
     }
 }
 
@@ -625,26 +613,30 @@ impl<S: KernelStore> Kernel<S> {
         let mut arguments = Arguments {
             words: [0; REGISTER_MESSAGE_WORDS],
             length: usize::from(info.length).min(REGISTER_MESSAGE_WORDS),
-            extra: [None; 3],
-            extra_errors: [None; 3],
+            pointers: [0; 3],
             extra_count: usize::from(info.extra_capabilities),
+            thread,
         };
         arguments
             .words
             .copy_from_slice(&context.x[..REGISTER_MESSAGE_WORDS]);
-        for (index, register) in EXTRA_CAPABILITY_REGISTERS
-            .iter()
-            .enumerate()
-            .take(arguments.extra_count)
-        {
-            let pointer = context.x[*register];
-            #[allow(clippy::cast_possible_truncation, reason = "1 to 3")]
-            match self.resolve(thread, pointer, index as u8 + 1) {
-                Ok(found) => arguments.extra[index] = Some(found),
-                Err(error) => arguments.extra_errors[index] = Some(error),
-            }
+        for (pointer, register) in arguments.pointers.iter_mut().zip(EXTRA_CAPABILITY_REGISTERS) {
+            *pointer = context.x[register];
         }
         Ok(arguments)
+    }
+
+    /// Extra capability `number` (1 to 3) of an invocation, resolved in the
+    /// caller's CSpace: `InvalidCapability` if the caller did not pass it
+    /// or its slot is empty, `LookupFailed` if the pointer does not
+    /// resolve.
+    fn extra(&self, arguments: &Arguments, number: usize) -> Result<(SlotRef, Capability), Error> {
+        #[allow(clippy::cast_possible_truncation, reason = "1 to 3")]
+        let argument = number as u8;
+        if number == 0 || number > arguments.extra_count.min(3) {
+            return Err(Error::InvalidCapability { argument });
+        }
+        self.resolve(arguments.thread, arguments.pointers[number - 1], argument)
     }
 
     /// Decodes and performs an invocation of a kernel object.
@@ -720,8 +712,8 @@ impl<S: KernelStore> Kernel<S> {
             (L::TcbConfigure, Capability::Tcb { .. }) => {
                 let fault_pointer = arguments.word(0)?;
                 let priority = arguments.word(1)?;
-                let (_, cspace_root) = arguments.capability(1)?;
-                let (_, vspace) = arguments.capability(2)?;
+                let (_, cspace_root) = self.extra(&arguments, 1)?;
+                let (_, vspace) = self.extra(&arguments, 2)?;
                 let fault_endpoint = if fault_pointer == 0 {
                     None
                 } else {
@@ -814,7 +806,7 @@ impl<S: KernelStore> Kernel<S> {
                 success(&[])
             }
             (L::TcbBindNotification, Capability::Tcb { .. }) => {
-                let (_, notification) = arguments.capability(1)?;
+                let (_, notification) = self.extra(&arguments, 1)?;
                 tcb::bind_notification(&mut self.store, capability, notification)
                     .map_err(|error| ipc_error(error, effects))?;
                 success(&[])
@@ -839,7 +831,7 @@ impl<S: KernelStore> Kernel<S> {
                 if attributes & !frame_attributes::ALL != 0 {
                     return Err(Error::InvalidArgument { argument: 2 });
                 }
-                let (vspace, _) = arguments.capability(1)?;
+                let (vspace, _) = self.extra(&arguments, 1)?;
                 vspace::frame_map(
                     &mut self.store,
                     slot,
@@ -858,7 +850,7 @@ impl<S: KernelStore> Kernel<S> {
             }
             (L::PageTableMap, Capability::PageTable { .. }) => {
                 let address = arguments.word(0)?;
-                let (vspace, _) = arguments.capability(1)?;
+                let (vspace, _) = self.extra(&arguments, 1)?;
                 vspace::page_table_map(&mut self.store, slot, vspace, address)?;
                 success(&[])
             }
@@ -881,7 +873,7 @@ impl<S: KernelStore> Kernel<S> {
                 success(&[])
             }
             (L::IrqHandlerSetNotification, Capability::IrqHandler { .. }) => {
-                let (_, notification) = arguments.capability(1)?;
+                let (_, notification) = self.extra(&arguments, 1)?;
                 irq::set_notification(&mut self.store, capability, notification)?;
                 // From now on the interrupt has somewhere to go: let it in
                 // (a PPI on the invoking core, an SPI at the distributor).
@@ -907,7 +899,7 @@ impl<S: KernelStore> Kernel<S> {
         index: u64,
         word: u8,
     ) -> Result<SlotRef, Error> {
-        let (_, capability) = arguments.capability(number)?;
+        let (_, capability) = self.extra(arguments, number)?;
         #[allow(clippy::cast_possible_truncation, reason = "1 to 3")]
         let argument = number as u8;
         let Capability::CNode { .. } = capability else {
