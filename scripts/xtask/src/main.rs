@@ -31,7 +31,8 @@ commands:
   run      [--board B] [--gic 2|3] [--smp N] [--features F]
                                           build, then boot in QEMU (quit: Ctrl-A X)
   test                                    host tests, clippy (host and target), the
-                                          Miri tests, then every system test in QEMU
+                                          Miri tests, every system test in QEMU, and
+                                          one benchmark run (figures printed only)
   systest  [NAME...]                      only the system tests (all, or those named)
   clippy                                  clippy for the host and the target
   miri                                    the kernel-object tests of hyp-core under Miri
@@ -80,7 +81,10 @@ fn run(arguments: &[String]) -> Result<(), String> {
             host_tests()?;
             clippy()?;
             miri()?;
-            systest::run_all(&[])
+            systest::run_all(&[])?;
+            // The benchmark build must keep working; its figures are
+            // printed for the log, never compared with anything.
+            bench::run()
         }
         "systest" => systest::run_all(rest),
         "clippy" => clippy(),
