@@ -178,7 +178,10 @@ pub fn write_registers(
     let tcb = store
         .tcb_mut(target)
         .ok_or(IpcError::Inconsistent("missing thread"))?;
-    if tcb.state != ThreadState::Inactive {
+    // Suspended, and no core still runs it (a core that ran it switches
+    // away at its next kernel entry, and would save its registers over
+    // these).
+    if tcb.state != ThreadState::Inactive || tcb.running {
         return Err(IpcError::Refused(Error::IllegalOperation));
     }
     tcb.context.pc = pc;
@@ -234,7 +237,8 @@ pub fn configure(
     let old = *store
         .tcb(target)
         .ok_or(IpcError::Inconsistent("missing thread"))?;
-    if old.state != ThreadState::Inactive {
+    // Suspended, and no core still runs it in its old VSpace.
+    if old.state != ThreadState::Inactive || old.running {
         return Err(IpcError::Refused(Error::IllegalOperation));
     }
     let new_references = [
