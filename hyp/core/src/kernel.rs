@@ -468,6 +468,8 @@ impl<S: KernelStore> Kernel<S> {
                 self.fast_send(core, thread)
             } else if number == Syscall::Signal as u64 {
                 self.fast_signal(core, thread)
+            } else if number == Syscall::Yield as u64 {
+                self.fast_yield(core, thread)
             } else {
                 false
             };
@@ -589,8 +591,7 @@ impl<S: KernelStore> Kernel<S> {
             }
             Syscall::Yield => {
                 if let Some(state) = self.cores.get_mut(core) {
-                    state.timeslice = Timeslice::new(0);
-                    state.timeslice.tick();
+                    state.timeslice.expire();
                 }
                 success(&[]).map(Some)
             }
@@ -620,7 +621,11 @@ impl<S: KernelStore> Kernel<S> {
         arguments
             .words
             .copy_from_slice(&context.x[..REGISTER_MESSAGE_WORDS]);
-        for (pointer, register) in arguments.pointers.iter_mut().zip(EXTRA_CAPABILITY_REGISTERS) {
+        for (pointer, register) in arguments
+            .pointers
+            .iter_mut()
+            .zip(EXTRA_CAPABILITY_REGISTERS)
+        {
             *pointer = context.x[register];
         }
         Ok(arguments)
@@ -1082,6 +1087,23 @@ impl<S: KernelStore> Kernel<S> {
             tcb.context.x[..REGISTER_MESSAGE_WORDS].fill(0);
             tcb.context.x[MESSAGE_INFO_REGISTER] = MessageInfo::new(0, 0).encode();
         }
+        true
+    }
+
+    /// The fast path of `Yield` when no other thread of the caller's
+    /// priority (or higher) is ready on its core: it keeps running with a
+    /// fresh timeslice, exactly as the general path decides.
+    fn fast_yield(&mut self, core: usize, thread: ThreadRef) -> bool {
+        let highest = self.scheduler.highest_priority(core);
+        let Some(tcb) = self.store.tcb_mut(thread) else {
+            return false;
+        };
+        if tcb.affinity != core || highest.is_some_and(|highest| highest >= tcb.priority) {
+            return false;
+        }
+        tcb.context.x[..REGISTER_MESSAGE_WORDS].fill(0);
+        tcb.context.x[MESSAGE_INFO_REGISTER] = MessageInfo::new(0, 0).encode();
+        self.cores[core].timeslice = Timeslice::default();
         true
     }
 

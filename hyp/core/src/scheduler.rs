@@ -375,6 +375,12 @@ impl Timeslice {
         self.is_expired()
     }
 
+    /// Ends the slice now (`Yield`); [`Timeslice::refill`] gives a full
+    /// one of the same length again.
+    pub fn expire(&mut self) {
+        self.remaining = 0;
+    }
+
     /// Gives the thread a full slice again.
     pub fn refill(&mut self) {
         self.remaining = self.length;

@@ -424,9 +424,16 @@ fn mapping_rights_never_exceed_the_capability() {
     page_table_map(&mut base, slot(3), slot(2), 0).unwrap();
     page_table_map(&mut base, slot(4), slot(2), 0).unwrap();
     let vspace = object(&base, 2);
+    // Under Miri, which interprets slowly, only `READ`, `WRITE`, both, and
+    // all rights, for the capability and for the request.
+    let all_rights: &[u64] = if cfg!(miri) {
+        &[0b0001, 0b0010, 0b0011, 0b1111]
+    } else {
+        &[0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15]
+    };
     for frame in [6, 12] {
-        for capability_bits in 0..16 {
-            for requested_bits in 0..16 {
+        for &capability_bits in all_rights {
+            for &requested_bits in all_rights {
                 for executable in [false, true] {
                     let mut arena = base.clone();
                     let capability_rights = Rights::from_bits(capability_bits).unwrap();
@@ -555,7 +562,14 @@ fn walk_all(
     found: &mut Vec<(Seen, Rights, LeafAttributes)>,
 ) {
     let entries = arena.table(table).expect("a linked table is a live table");
+    // Most entries are empty: they are skipped without decoding each one
+    // (which was most of what this check cost under Miri), as an empty
+    // entry decodes as invalid.
+    assert_eq!(stage2::decode(0, level), Descriptor::Invalid);
     for (index, &descriptor) in entries.iter().enumerate() {
+        if descriptor == 0 {
+            continue;
+        }
         let address = base + ((index as u64) << stage2::entry_span_bits(level));
         let mapping = Mapping {
             vspace,
@@ -688,12 +702,20 @@ fn check_stage2_invariants(arena: &Arena) {
 fn vspace_table_is_empty(arena: &Arena, object: ObjectRef) -> bool {
     arena
         .table(object)
-        .is_some_and(|entries| entries.iter().all(|&entry| entry == 0))
+        .is_some_and(|entries| *entries == [0; 512])
 }
 
 #[test]
 fn random_operations_keep_stage2_invariants() {
-    let steps = if cfg!(miri) { 300 } else { 20_000 };
+    // Under Miri, which interprets slowly: fewer steps, started afresh more
+    // often, a refused operation checked to change nothing only at every
+    // `compare_every`th step, and the invariants checked only at every
+    // `check_every`th step and after the last.
+    let (steps, restart, compare_every, check_every) = if cfg!(miri) {
+        (200, 25, 5, 50)
+    } else {
+        (20_000, 200, 1, 1)
+    };
     let mut state = 0x2545_f491_4f6c_dd1du64;
     let mut random = move |bound: u64| {
         state ^= state << 13;
@@ -701,14 +723,18 @@ fn random_operations_keep_stage2_invariants() {
         state ^= state << 17;
         state % bound
     };
-    let mut arena = populated();
+    let start = {
+        let mut arena = populated();
+        // A second VSpace and two more tables.
+        retype(&mut arena, slot(BIG), ObjectType::VSpace, 0, slot(14), 1).unwrap();
+        retype(&mut arena, slot(BIG), ObjectType::PageTable, 0, slot(15), 2).unwrap();
+        arena
+    };
+    let mut arena = start.clone();
     let mut successes = [0u32; 9];
     for step in 0..steps {
-        if step % 200 == 0 {
-            arena = populated();
-            // A second VSpace and two more tables.
-            retype(&mut arena, slot(BIG), ObjectType::VSpace, 0, slot(14), 1).unwrap();
-            retype(&mut arena, slot(BIG), ObjectType::PageTable, 0, slot(15), 2).unwrap();
+        if step % restart == 0 {
+            arena = start.clone();
         }
         // Slots 2..=17 hold what was retyped; 20..=60 hold copies.
         let any_slot = |random: &mut dyn FnMut(u64) -> u64| slot(2 + random(59));
@@ -729,7 +755,7 @@ fn random_operations_keep_stage2_invariants() {
             }
             ipa
         };
-        let before = arena.clone();
+        let before = (step % compare_every == 0).then(|| arena.clone());
         // Maps twice as often as the rest, so the tables fill up.
         let operation = match random(12) {
             9 => 1,
@@ -790,20 +816,27 @@ fn random_operations_keep_stage2_invariants() {
             }
             _ => move_capability(&mut arena, any_slot(&mut random), any_slot(&mut random)),
         };
-        match result {
-            Ok(()) => successes[operation as usize] += 1,
-            Err(_) => assert_eq!(
+        match (result, before) {
+            (Ok(()), _) => successes[operation as usize] += 1,
+            (Err(_), Some(before)) => assert_eq!(
                 arena, before,
                 "step {step}: a refused operation changed state"
             ),
+            (Err(_), None) => {}
         }
-        check_invariants(&arena);
-        check_stage2_invariants(&arena);
+        if step % check_every == 0 || step + 1 == steps {
+            check_invariants(&arena);
+            check_stage2_invariants(&arena);
+        }
     }
-    for (operation, count) in successes.iter().enumerate() {
-        assert!(
-            *count > steps / 500,
-            "operation {operation} succeeded only {count} times"
-        );
+    // Under Miri, too few steps for every operation to succeed (the tests
+    // above make each succeed).
+    if !cfg!(miri) {
+        for (operation, count) in successes.iter().enumerate() {
+            assert!(
+                *count > steps / 500,
+                "operation {operation} succeeded only {count} times"
+            );
+        }
     }
 }
