@@ -8,11 +8,13 @@
 //! returns the save area of whichever thread runs next; entry.S restores
 //! it. A core with nothing to run waits here, with the lock released.
 
+use core::sync::atomic::Ordering;
 use hyp_core::elf;
 use hyp_core::esr::{ExceptionClass, Syndrome};
 use hyp_core::kernel::{Effects, Kernel, UserFault};
 use hyp_core::root_task::{self, Region};
 use hyp_core::thread::UserContext;
+
 use spin::mutex::{Mutex, MutexGuard};
 
 use crate::arch::{self, registers};
@@ -150,7 +152,7 @@ pub fn start(map: &MemoryMap<'_>, cores: usize) -> Result<(), &'static str> {
     registers::sync_instruction_cache(table, 0);
     drop(kernel);
     registers::flush_guest_tlbs();
-    READY.store(true, core::sync::atomic::Ordering::Release);
+    READY.store(true, Ordering::Release);
     registers::send_event();
     Ok(())
 }
@@ -158,7 +160,7 @@ pub fn start(map: &MemoryMap<'_>, cores: usize) -> Result<(), &'static str> {
 /// Runs threads on this core forever (boot core after [`start`],
 /// secondaries once it is done).
 pub fn run(core: usize) -> ! {
-    while !READY.load(core::sync::atomic::Ordering::Acquire) {
+    while !READY.load(Ordering::Acquire) {
         registers::wait_for_event();
     }
     let _masked = registers::mask_irqs();
@@ -189,7 +191,22 @@ extern "C" fn handle_lower(vector: u64, syndrome: u64, fault_address: u64) -> *c
             // before decoding the syndrome.
             if syndrome >> 26 == u64::from(ExceptionClass::SvcAarch64.code()) {
                 let mut effects = Effects::default();
+                let caller = kernel.current(core);
                 kernel.syscall_into(core, &mut effects);
+                // The caller runs on and nothing else is to be done: resume
+                // it from the save area it entered with (its VSpace is
+                // still the one in VTTBR_EL2, its SPSR the one the hardware
+                // saved).
+                if caller.is_some()
+                    && kernel.current(core) == caller
+                    && effects == Effects::default()
+                {
+                    drop(kernel);
+                    if let Some(block) = registers::CORE_BLOCKS.get(core) {
+                        return block.context.load(Ordering::Relaxed) as *const UserContext;
+                    }
+                    return next_context(core, KERNEL.lock(), &effects);
+                }
                 return next_context(core, kernel, &effects);
             }
             let class = Syndrome::new(syndrome).class();
