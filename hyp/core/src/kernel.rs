@@ -477,6 +477,11 @@ impl<S: KernelStore> Kernel<S> {
                 return;
             }
         }
+        let Some(syscall) = Syscall::from_number(number) else {
+            // An unknown number: refused, nothing changes.
+            self.write_reply(thread, Err(Error::IllegalOperation));
+            return;
+        };
         // Only the registers a system call reads: x0..x13.
         let Some(context) = self.context(thread).map(|context| {
             let mut registers = Registers::default();
@@ -485,14 +490,18 @@ impl<S: KernelStore> Kernel<S> {
         }) else {
             return;
         };
-        let result = match Syscall::from_number(number) {
-            None => Err(Error::IllegalOperation),
-            Some(syscall) => self.dispatch(core, thread, syscall, &context, effects),
-        };
+        let result = self.dispatch(core, thread, syscall, &context, effects);
         match result {
             Ok(Some(reply)) => self.write_reply(thread, Ok(reply)),
             Ok(None) => {}
-            Err(error) => self.write_reply(thread, Err(error)),
+            Err(error) => {
+                // A refused request changed nothing (decode, then invoke):
+                // the caller runs on, no scheduling decision changed.
+                self.write_reply(thread, Err(error));
+                if effects.notice.is_none() {
+                    return;
+                }
+            }
         }
         self.schedule(core, effects);
     }

@@ -176,7 +176,7 @@ fn ten_thousand_round_trips_through_reply_receive() {
     let client_cap = endpoint_capability(ENDPOINT, 9, Rights::ALL);
     receive(&mut store, &mut scheduler, server, server_cap).unwrap();
     // Fewer under Miri, which interprets slowly.
-    let rounds = if cfg!(miri) { 100 } else { 10_000 };
+    let rounds = if cfg!(miri) { 25 } else { 10_000 };
     for round in 0..rounds {
         load_message(&mut store, client, 1, &[round]);
         send(&mut store, &mut scheduler, client, client_cap, true, true).unwrap();
