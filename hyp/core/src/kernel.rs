@@ -160,6 +160,16 @@ fn runs_next_here(tcb: &crate::thread::Tcb, core: usize, highest: Option<u8>) ->
         && highest.is_none_or(|highest| highest <= tcb.priority)
 }
 
+/// Puts a delivered message into a receiver's saved registers: the words
+/// in `x0..`, the badge in `x9`, the info in `x10`.
+#[inline(always)]
+fn write_message(context: &mut UserContext, words: &[u64], badge: u64, info: MessageInfo) {
+    let length = words.len().min(REGISTER_MESSAGE_WORDS);
+    context.x[..length].copy_from_slice(&words[..length]);
+    context.x[CAPABILITY_REGISTER] = badge;
+    context.x[MESSAGE_INFO_REGISTER] = info.encode();
+}
+
 /// What the fast paths read from the sender, decoded.
 #[derive(Clone, Copy)]
 struct FastMessage {
@@ -1054,17 +1064,14 @@ impl<S: KernelStore> Kernel<S> {
         let length = usize::from(info.length);
         if let Some(tcb) = self.store.tcb_mut(receiver) {
             tcb.links = Links::UNQUEUED;
-            tcb.context.x[..length].copy_from_slice(&words[..length]);
-            tcb.context.x[CAPABILITY_REGISTER] = badge;
-            tcb.context.x[MESSAGE_INFO_REGISTER] = info.encode();
+            write_message(&mut tcb.context, &words[..length], badge, info);
             tcb.state = ThreadState::Runnable;
             tcb.running = true;
         }
         if let Some(tcb) = self.store.tcb_mut(sender) {
             tcb.running = false;
         }
-        self.cores[core].current = Some(receiver);
-        self.cores[core].timeslice = Timeslice::default();
+        self.make_current(core, receiver);
         true
     }
 
@@ -1169,8 +1176,7 @@ impl<S: KernelStore> Kernel<S> {
         {
             tcb.running = false;
         }
-        self.cores[core].current = Some(waiter);
-        self.cores[core].timeslice = Timeslice::default();
+        self.make_current(core, waiter);
         true
     }
 
@@ -1203,10 +1209,12 @@ impl<S: KernelStore> Kernel<S> {
         let length = usize::from(message.length).min(message.words.len());
         if let Some(tcb) = self.store.tcb_mut(handler) {
             tcb.links = Links::UNQUEUED;
-            tcb.context.x[..length].copy_from_slice(&message.words[..length]);
-            tcb.context.x[CAPABILITY_REGISTER] = badge;
-            tcb.context.x[MESSAGE_INFO_REGISTER] =
-                MessageInfo::new(message.label, message.length).encode();
+            write_message(
+                &mut tcb.context,
+                &message.words[..length],
+                badge,
+                MessageInfo::new(message.label, message.length),
+            );
             tcb.caller = Some(thread);
             tcb.state = ThreadState::Runnable;
             tcb.running = true;
@@ -1217,8 +1225,7 @@ impl<S: KernelStore> Kernel<S> {
             tcb.reply_holder = Some(handler);
             tcb.running = false;
         }
-        self.cores[core].current = Some(handler);
-        self.cores[core].timeslice = Timeslice::default();
+        self.make_current(core, handler);
         true
     }
 
@@ -1231,6 +1238,16 @@ impl<S: KernelStore> Kernel<S> {
             .filter(|object| object.state == state)?;
         let head = object.queue.head()?;
         (object.queue.tail() == Some(head)).then_some(head)
+    }
+
+    /// Makes `next` (already `Runnable`, `running`, in no queue) the thread
+    /// `core` runs, with a fresh timeslice: the end of every fast path.
+    #[inline(always)]
+    fn make_current(&mut self, core: usize, next: ThreadRef) {
+        if let Some(state) = self.cores.get_mut(core) {
+            state.current = Some(next);
+            state.timeslice = Timeslice::default();
+        }
     }
 
     /// The fast path of `Call` on an endpoint where a receiver waits that
@@ -1289,9 +1306,7 @@ impl<S: KernelStore> Kernel<S> {
         let length = usize::from(info.length);
         if let Some(tcb) = self.store.tcb_mut(receiver) {
             tcb.links = Links::UNQUEUED;
-            tcb.context.x[..length].copy_from_slice(&words[..length]);
-            tcb.context.x[CAPABILITY_REGISTER] = badge;
-            tcb.context.x[MESSAGE_INFO_REGISTER] = info.encode();
+            write_message(&mut tcb.context, &words[..length], badge, info);
             tcb.caller = Some(caller);
             tcb.state = ThreadState::Runnable;
             tcb.running = true;
@@ -1301,8 +1316,7 @@ impl<S: KernelStore> Kernel<S> {
             tcb.reply_holder = Some(receiver);
             tcb.running = false;
         }
-        self.cores[core].current = Some(receiver);
-        self.cores[core].timeslice = Timeslice::default();
+        self.make_current(core, receiver);
         true
     }
 
@@ -1400,9 +1414,7 @@ impl<S: KernelStore> Kernel<S> {
                     tcb.context.pc = words[0];
                 }
             } else {
-                tcb.context.x[..length].copy_from_slice(&words[..length]);
-                tcb.context.x[CAPABILITY_REGISTER] = 0;
-                tcb.context.x[MESSAGE_INFO_REGISTER] = info.encode();
+                write_message(&mut tcb.context, &words[..length], 0, info);
             }
             tcb.reply_holder = None;
             tcb.state = ThreadState::Runnable;
@@ -1412,8 +1424,7 @@ impl<S: KernelStore> Kernel<S> {
             tcb.caller = None;
             tcb.running = false;
         }
-        self.cores[core].current = Some(caller);
-        self.cores[core].timeslice = Timeslice::default();
+        self.make_current(core, caller);
         true
     }
 
