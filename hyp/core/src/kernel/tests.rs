@@ -51,12 +51,12 @@ fn image() -> Image<'static> {
 fn booted() -> (Kernel<Arena>, ThreadRef) {
     static BOOTED: std::sync::OnceLock<(Kernel<Arena>, ThreadRef)> = std::sync::OnceLock::new();
     let (kernel, thread) = BOOTED.get_or_init(boot);
-    (copy(kernel), *thread)
+    (copy_kernel(kernel), *thread)
 }
 
 /// A copy of `kernel`, field by field (the kernel itself is never copied,
 /// so `Kernel` is not `Clone`).
-fn copy(kernel: &Kernel<Arena>) -> Kernel<Arena> {
+fn copy_kernel(kernel: &Kernel<Arena>) -> Kernel<Arena> {
     let Kernel {
         store,
         scheduler,

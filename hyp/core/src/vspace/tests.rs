@@ -712,7 +712,7 @@ fn random_operations_keep_stage2_invariants() {
     // `compare_every`th step, and the invariants checked only at every
     // `check_every`th step and after the last.
     let (steps, restart, compare_every, check_every) = if cfg!(miri) {
-        (200, 25, 5, 50)
+        (150, 25, 5, 50)
     } else {
         (20_000, 200, 1, 1)
     };
