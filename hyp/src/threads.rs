@@ -197,10 +197,7 @@ extern "C" fn handle_lower(vector: u64, syndrome: u64, fault_address: u64) -> *c
                 // it from the save area it entered with (its VSpace is
                 // still the one in VTTBR_EL2, its SPSR the one the hardware
                 // saved).
-                if caller.is_some()
-                    && kernel.current(core) == caller
-                    && effects == Effects::default()
-                {
+                if caller.is_some() && kernel.current(core) == caller && effects.is_empty() {
                     drop(kernel);
                     if let Some(block) = registers::CORE_BLOCKS.get(core) {
                         return block.context.load(Ordering::Relaxed) as *const UserContext;
@@ -258,7 +255,7 @@ fn take_interrupts(core: usize, kernel: &mut Kernel<RealStore>, effects: &mut Ef
 /// Does what the kernel asked of the hardware.
 #[inline(always)]
 fn apply(effects: &Effects) {
-    if *effects != Effects::default() {
+    if !effects.is_empty() {
         apply_some(effects);
     }
 }

@@ -74,6 +74,19 @@ pub struct Effects {
     pub notice: Option<Notice>,
 }
 
+impl Effects {
+    /// Nothing to do (cheaper than comparing with `Effects::default()`,
+    /// field by field through the derived comparison, on every entry).
+    #[inline(always)]
+    pub fn is_empty(&self) -> bool {
+        self.put_char.is_none()
+            && self.unmask_irq.is_none()
+            && !self.flush_tlb
+            && self.kick_cores == 0
+            && self.notice.is_none()
+    }
+}
+
 /// An event the console should show.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Notice {
