@@ -33,7 +33,7 @@ use crate::object::{ObjectRef, ThreadRef};
 use crate::queue::{Links, Queue};
 use crate::scheduler::{Scheduler, Timeslice};
 use crate::tcb::{self, Configuration};
-use crate::thread::{FaultMessage, ThreadState, UserContext};
+use crate::thread::{FaultMessage, Tcb, ThreadState, UserContext};
 use crate::vspace;
 
 /// VMIDs the kernel hands to VSpaces (VMID 0 is the kernel's own, unused).
@@ -167,7 +167,7 @@ struct Scheduling {
 
 /// Whether the thread can run on `core` now, ahead of every thread ready
 /// there (`highest`: the highest ready priority).
-fn runs_next_here(tcb: &crate::thread::Tcb, core: usize, highest: Option<u8>) -> bool {
+fn runs_next_here(tcb: &Tcb, core: usize, highest: Option<u8>) -> bool {
     tcb.affinity == core
         && tcb.vspace.is_some()
         && highest.is_none_or(|highest| highest <= tcb.priority)
@@ -181,6 +181,14 @@ fn write_message(context: &mut UserContext, words: &[u64], badge: u64, info: Mes
     context.x[..length].copy_from_slice(&words[..length]);
     context.x[CAPABILITY_REGISTER] = badge;
     context.x[MESSAGE_INFO_REGISTER] = info.encode();
+}
+
+/// The reply of a successful system call without results (as the
+/// general path's `success(&[])`): no words, label 0.
+#[inline(always)]
+fn write_empty_reply(context: &mut UserContext) {
+    context.x[..REGISTER_MESSAGE_WORDS].fill(0);
+    context.x[MESSAGE_INFO_REGISTER] = MessageInfo::new(0, 0).encode();
 }
 
 /// What the fast paths read from the sender, decoded.
@@ -1052,39 +1060,28 @@ impl<S: KernelStore> Kernel<S> {
         if !rights.contains(Rights::WRITE) {
             return false;
         }
-        let Some(receiver) = self.alone_in(endpoint, ipc::EndpointState::Receiving) else {
+        // Only a lone receiver, whose removal cannot fail: putting the
+        // sender back into its run queue is the last step that can.
+        let Some((receiver, true)) = self.receiver_for(core, endpoint, Some(priority), false)
+        else {
             return false;
         };
-        let highest = self.scheduler.highest_priority(core);
-        let eligible = self.store.tcb(receiver).is_some_and(|tcb| {
-            tcb.state == ThreadState::BlockedOnReceive { endpoint }
-                && tcb.links == Links::ALONE
-                && tcb.priority > priority
-                && runs_next_here(tcb, core, highest)
-        });
-        if !eligible
-            || self
-                .scheduler
-                .enqueue_front(&mut self.store, sender)
-                .is_err()
+        if self
+            .scheduler
+            .enqueue_front(&mut self.store, sender)
+            .is_err()
+            || !self.take_receiver(endpoint, receiver, true)
         {
             return false;
         }
-        // From here on nothing can be refused.
-        if let Some(object) = self.store.endpoint_mut(endpoint) {
-            *object = ipc::Endpoint::default();
-        }
         let length = usize::from(info.length);
-        if let Some(tcb) = self.store.tcb_mut(receiver) {
-            tcb.links = Links::UNQUEUED;
-            write_message(&mut tcb.context, &words[..length], badge, info);
-            tcb.state = ThreadState::Runnable;
-            tcb.running = true;
-        }
-        if let Some(tcb) = self.store.tcb_mut(sender) {
-            tcb.running = false;
-        }
-        self.make_current(core, receiver);
+        self.hand_over(
+            core,
+            sender,
+            receiver,
+            |tcb| write_message(&mut tcb.context, &words[..length], badge, info),
+            |_| {},
+        );
         true
     }
 
@@ -1113,8 +1110,7 @@ impl<S: KernelStore> Kernel<S> {
             return false;
         }
         if let Some(tcb) = self.store.tcb_mut(signaller) {
-            tcb.context.x[..REGISTER_MESSAGE_WORDS].fill(0);
-            tcb.context.x[MESSAGE_INFO_REGISTER] = MessageInfo::new(0, 0).encode();
+            write_empty_reply(&mut tcb.context);
         }
         true
     }
@@ -1130,8 +1126,7 @@ impl<S: KernelStore> Kernel<S> {
         if tcb.affinity != core || highest.is_some_and(|highest| highest >= tcb.priority) {
             return false;
         }
-        tcb.context.x[..REGISTER_MESSAGE_WORDS].fill(0);
-        tcb.context.x[MESSAGE_INFO_REGISTER] = MessageInfo::new(0, 0).encode();
+        write_empty_reply(&mut tcb.context);
         self.cores[core].timeslice = Timeslice::default();
         true
     }
@@ -1177,19 +1172,13 @@ impl<S: KernelStore> Kernel<S> {
             object.word = 0;
             object.waiters = Queue::EMPTY;
         }
-        if let Some(tcb) = self.store.tcb_mut(waiter) {
-            tcb.links = Links::UNQUEUED;
-            tcb.context.x[CAPABILITY_REGISTER] = word | badge;
-            tcb.context.x[MESSAGE_INFO_REGISTER] = MessageInfo::new(0, 0).encode();
-            tcb.state = ThreadState::Runnable;
-            tcb.running = true;
+        let deliver = |tcb: &mut Tcb| {
+            write_message(&mut tcb.context, &[], word | badge, MessageInfo::new(0, 0));
+        };
+        match running {
+            Some((thread, _)) => self.hand_over(core, thread, waiter, deliver, |_| {}),
+            None => self.hand_over_from_idle(core, waiter, deliver),
         }
-        if let Some((thread, _)) = running
-            && let Some(tcb) = self.store.tcb_mut(thread)
-        {
-            tcb.running = false;
-        }
-        self.make_current(core, waiter);
         true
     }
 
@@ -1203,62 +1192,110 @@ impl<S: KernelStore> Kernel<S> {
         else {
             return false;
         };
-        let Some(handler) = self.alone_in(endpoint, ipc::EndpointState::Receiving) else {
+        let Some((handler, alone)) = self.receiver_for(core, endpoint, None, true) else {
             return false;
         };
-        let highest = self.scheduler.highest_priority(core);
-        let eligible = self.store.tcb(handler).is_some_and(|tcb| {
-            tcb.state == ThreadState::BlockedOnReceive { endpoint }
-                && tcb.links == Links::ALONE
-                && tcb.caller.is_none()
-                && runs_next_here(tcb, core, highest)
-        });
-        if !eligible {
+        if !self.take_receiver(endpoint, handler, alone) {
             return false;
+        }
+        let length = usize::from(message.length).min(message.words.len());
+        self.hand_over(
+            core,
+            thread,
+            handler,
+            |tcb| {
+                let info = MessageInfo::new(message.label, message.length);
+                write_message(&mut tcb.context, &message.words[..length], badge, info);
+                tcb.caller = Some(thread);
+            },
+            |tcb| {
+                tcb.pending_fault = Some(message);
+                tcb.state = ThreadState::BlockedOnReply;
+                tcb.reply_holder = Some(handler);
+            },
+        );
+        true
+    }
+
+    /// The receiver a message sent to `endpoint` goes to, when a fast path
+    /// may take it: the first thread waiting to receive there, able to run
+    /// at once on `core` (ahead of a running thread of priority `outranks`,
+    /// if given) and, when the message pairs for a reply (`pairs`),
+    /// holding no reply capability already. With whether it waits alone.
+    /// Changes nothing.
+    #[inline(always)]
+    fn receiver_for(
+        &self,
+        core: usize,
+        endpoint: ObjectRef,
+        outranks: Option<u8>,
+        pairs: bool,
+    ) -> Option<(ThreadRef, bool)> {
+        let object = self
+            .store
+            .endpoint(endpoint)
+            .filter(|object| object.state == ipc::EndpointState::Receiving)?;
+        let receiver = object.queue.head()?;
+        let alone = object.queue.tail() == Some(receiver);
+        let highest = self.scheduler.highest_priority(core);
+        self.store
+            .tcb(receiver)
+            .is_some_and(|tcb| {
+                tcb.state == ThreadState::BlockedOnReceive { endpoint }
+                    && (!alone || tcb.links == Links::ALONE)
+                    && (!pairs || tcb.caller.is_none())
+                    && outranks.is_none_or(|priority| tcb.priority > priority)
+                    && runs_next_here(tcb, core, highest)
+            })
+            .then_some((receiver, alone))
+    }
+
+    /// Takes `receiver`, the first in `endpoint`'s queue, out of it; a lone
+    /// receiver leaves the endpoint idle (this cannot fail; its links are
+    /// reset by [`Kernel::hand_over`], which writes its TCB anyway). False,
+    /// with nothing changed, on inconsistent queue links.
+    #[inline(always)]
+    fn take_receiver(&mut self, endpoint: ObjectRef, receiver: ThreadRef, alone: bool) -> bool {
+        if !alone {
+            return ipc::dequeue_first(&mut self.store, endpoint) == Ok(receiver);
         }
         if let Some(object) = self.store.endpoint_mut(endpoint) {
             *object = ipc::Endpoint::default();
         }
-        let length = usize::from(message.length).min(message.words.len());
-        if let Some(tcb) = self.store.tcb_mut(handler) {
-            tcb.links = Links::UNQUEUED;
-            write_message(
-                &mut tcb.context,
-                &message.words[..length],
-                badge,
-                MessageInfo::new(message.label, message.length),
-            );
-            tcb.caller = Some(thread);
-            tcb.state = ThreadState::Runnable;
-            tcb.running = true;
-        }
-        if let Some(tcb) = self.store.tcb_mut(thread) {
-            tcb.pending_fault = Some(message);
-            tcb.state = ThreadState::BlockedOnReply;
-            tcb.reply_holder = Some(handler);
-            tcb.running = false;
-        }
-        self.make_current(core, handler);
         true
     }
 
-    /// The thread waiting alone on `endpoint` in `state`, if exactly one
-    /// does.
-    fn alone_in(&self, endpoint: ObjectRef, state: ipc::EndpointState) -> Option<ThreadRef> {
-        let object = self
-            .store
-            .endpoint(endpoint)
-            .filter(|object| object.state == state)?;
-        let head = object.queue.head()?;
-        (object.queue.tail() == Some(head)).then_some(head)
+    /// The end of every fast path that switches threads: `to` (taken out
+    /// of its queue) gets what `deliver` writes and becomes `core`'s
+    /// running thread with a fresh timeslice; `from`, which ran there, gets
+    /// `update` and stops running.
+    #[inline(always)]
+    fn hand_over(
+        &mut self,
+        core: usize,
+        from: ThreadRef,
+        to: ThreadRef,
+        deliver: impl FnOnce(&mut Tcb),
+        update: impl FnOnce(&mut Tcb),
+    ) {
+        self.hand_over_from_idle(core, to, deliver);
+        if let Some(tcb) = self.store.tcb_mut(from) {
+            update(tcb);
+            tcb.running = false;
+        }
     }
 
-    /// Makes `next` (already `Runnable`, `running`, in no queue) the thread
-    /// `core` runs, with a fresh timeslice: the end of every fast path.
+    /// [`Kernel::hand_over`] on a core that ran no thread.
     #[inline(always)]
-    fn make_current(&mut self, core: usize, next: ThreadRef) {
+    fn hand_over_from_idle(&mut self, core: usize, to: ThreadRef, deliver: impl FnOnce(&mut Tcb)) {
+        if let Some(tcb) = self.store.tcb_mut(to) {
+            deliver(tcb);
+            tcb.links = Links::UNQUEUED;
+            tcb.state = ThreadState::Runnable;
+            tcb.running = true;
+        }
         if let Some(state) = self.cores.get_mut(core) {
-            state.current = Some(next);
+            state.current = Some(to);
             state.timeslice = Timeslice::default();
         }
     }
@@ -1286,50 +1323,27 @@ impl<S: KernelStore> Kernel<S> {
         if !rights.contains(Rights::WRITE.union(Rights::GRANT_REPLY)) {
             return false;
         }
-        let Some((receiver, alone)) = self
-            .store
-            .endpoint(endpoint)
-            .filter(|object| object.state == ipc::EndpointState::Receiving)
-            .and_then(|object| {
-                let head = object.queue.head()?;
-                Some((head, object.queue.tail() == Some(head)))
-            })
-        else {
+        let Some((receiver, alone)) = self.receiver_for(core, endpoint, None, true) else {
             return false;
         };
-        let highest = self.scheduler.highest_priority(core);
-        let eligible = self.store.tcb(receiver).is_some_and(|tcb| {
-            tcb.state == ThreadState::BlockedOnReceive { endpoint }
-                && tcb.caller.is_none()
-                && runs_next_here(tcb, core, highest)
-                && (!alone || tcb.links == Links::ALONE)
-        });
-        if !eligible {
-            return false;
-        }
-        if alone {
-            // The only receiver: the endpoint goes idle.
-            if let Some(object) = self.store.endpoint_mut(endpoint) {
-                *object = ipc::Endpoint::default();
-            }
-        } else if ipc::dequeue_first(&mut self.store, endpoint) != Ok(receiver) {
+        if !self.take_receiver(endpoint, receiver, alone) {
             return false;
         }
         // From here on nothing can be refused.
         let length = usize::from(info.length);
-        if let Some(tcb) = self.store.tcb_mut(receiver) {
-            tcb.links = Links::UNQUEUED;
-            write_message(&mut tcb.context, &words[..length], badge, info);
-            tcb.caller = Some(caller);
-            tcb.state = ThreadState::Runnable;
-            tcb.running = true;
-        }
-        if let Some(tcb) = self.store.tcb_mut(caller) {
-            tcb.state = ThreadState::BlockedOnReply;
-            tcb.reply_holder = Some(receiver);
-            tcb.running = false;
-        }
-        self.make_current(core, receiver);
+        self.hand_over(
+            core,
+            caller,
+            receiver,
+            |tcb| {
+                write_message(&mut tcb.context, &words[..length], badge, info);
+                tcb.caller = Some(caller);
+            },
+            |tcb| {
+                tcb.state = ThreadState::BlockedOnReply;
+                tcb.reply_holder = Some(receiver);
+            },
+        );
         true
     }
 
@@ -1374,19 +1388,17 @@ impl<S: KernelStore> Kernel<S> {
         };
         // A reply to a fault resumes the thread only with label 0; another
         // label stops it, which the general path does.
-        let waiting = !fault || info.label == 0;
-        let no_sender = self
-            .store
-            .endpoint(endpoint)
-            .is_some_and(|object| object.state != ipc::EndpointState::Sending);
-        if !waiting || !no_sender {
+        if fault && info.label != 0 {
             return false;
         }
-        let idle = self
-            .store
-            .endpoint(endpoint)
-            .is_some_and(|object| object.state == ipc::EndpointState::Idle);
-        if idle {
+        // No sender may be queued: the receive would take it at once.
+        let Some(state) = self.store.endpoint(endpoint).map(|object| object.state) else {
+            return false;
+        };
+        if state == ipc::EndpointState::Sending {
+            return false;
+        }
+        if state == ipc::EndpointState::Idle {
             // The first receiver: the endpoint's queue is just this thread.
             if let Some(object) = self.store.endpoint_mut(endpoint) {
                 *object = ipc::Endpoint {
@@ -1418,26 +1430,25 @@ impl<S: KernelStore> Kernel<S> {
         }
         // From here on nothing can be refused.
         let length = usize::from(info.length);
-        if let Some(tcb) = self.store.tcb_mut(caller) {
-            if fault {
-                // The faulted thread's registers stay; word 0, if given,
-                // is where it resumes.
-                tcb.pending_fault = None;
-                if length >= 1 {
-                    tcb.context.pc = words[0];
+        self.hand_over(
+            core,
+            replier,
+            caller,
+            |tcb| {
+                if fault {
+                    // The faulted thread's registers stay; word 0, if
+                    // given, is where it resumes.
+                    tcb.pending_fault = None;
+                    if length >= 1 {
+                        tcb.context.pc = words[0];
+                    }
+                } else {
+                    write_message(&mut tcb.context, &words[..length], 0, info);
                 }
-            } else {
-                write_message(&mut tcb.context, &words[..length], 0, info);
-            }
-            tcb.reply_holder = None;
-            tcb.state = ThreadState::Runnable;
-            tcb.running = true;
-        }
-        if let Some(tcb) = self.store.tcb_mut(replier) {
-            tcb.caller = None;
-            tcb.running = false;
-        }
-        self.make_current(core, caller);
+                tcb.reply_holder = None;
+            },
+            |tcb| tcb.caller = None,
+        );
         true
     }
 
