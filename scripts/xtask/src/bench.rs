@@ -6,14 +6,12 @@
 //! The figures are instruction counts, deterministic for a given build:
 //! they are measurements to compare, never asserted by a test.
 
-use std::process::Stdio;
-use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
 use crate::image;
 use crate::qemu::Machine;
-use crate::systest::{snapshot, spawn_reader, stop};
+use crate::systest::{Running, snapshot, start_recording, stop};
 
 /// How long the benchmark boot may take.
 const TIMEOUT: Duration = Duration::from_secs(600);
@@ -25,33 +23,14 @@ pub fn run() -> Result<(), String> {
     let built = image::build("qemu-virt", &["init/bench".to_owned(), "bench".to_owned()])?;
     let machine = Machine::virt(2, 1, true);
     let mut command = machine.batch_command(&built.image);
-    command
-        .args(["-icount", "shift=0"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
+    command.args(["-icount", "shift=0"]);
     println!("xtask: {command:?}");
     let started = Instant::now();
-    let mut child = command
-        .spawn()
-        .map_err(|error| format!("cannot start QEMU: {error}"))?;
-    let transcript = Arc::new(Mutex::new(Vec::<u8>::new()));
-    let readers = [
-        spawn_reader(
-            child
-                .stdout
-                .take()
-                .map(|out| Box::new(out) as Box<dyn std::io::Read + Send>),
-            &transcript,
-        ),
-        spawn_reader(
-            child
-                .stderr
-                .take()
-                .map(|out| Box::new(out) as Box<dyn std::io::Read + Send>),
-            &transcript,
-        ),
-    ];
+    let Running {
+        mut child,
+        transcript,
+        readers,
+    } = start_recording(command).map_err(|error| format!("cannot start QEMU: {error}"))?;
     let outcome = loop {
         let text = snapshot(&transcript);
         if text.contains(DONE) {

@@ -258,31 +258,12 @@ fn judge(transcript: &str, test: &SystemTest, finished: bool) -> Option<Verdict>
 
 fn run_one(test: &SystemTest, machine: &Machine, image: &std::path::Path) -> Result<(), String> {
     let started = Instant::now();
-    let mut command = machine.batch_command(image);
-    command
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let mut child = command
-        .spawn()
+    let Running {
+        mut child,
+        transcript,
+        readers,
+    } = start_recording(machine.batch_command(image))
         .map_err(|error| format!("systest {}: cannot start QEMU: {error}", test.name))?;
-    let transcript = Arc::new(Mutex::new(Vec::<u8>::new()));
-    let readers = [
-        spawn_reader(
-            child
-                .stdout
-                .take()
-                .map(|out| Box::new(out) as Box<dyn Read + Send>),
-            &transcript,
-        ),
-        spawn_reader(
-            child
-                .stderr
-                .take()
-                .map(|out| Box::new(out) as Box<dyn Read + Send>),
-            &transcript,
-        ),
-    ];
 
     let verdict = loop {
         let exited = matches!(child.try_wait(), Ok(Some(_)));
@@ -329,7 +310,48 @@ fn failure(test: &SystemTest, seconds: f64, why: &str, transcript: &str) -> Stri
     )
 }
 
-pub(crate) fn spawn_reader(
+/// A QEMU run whose console output (stdout and stderr) is being collected.
+pub(crate) struct Running {
+    /// The QEMU process.
+    pub(crate) child: Child,
+    /// Everything it printed so far.
+    pub(crate) transcript: Arc<Mutex<Vec<u8>>>,
+    /// The threads that collect it (joined after the process is stopped).
+    pub(crate) readers: [Option<thread::JoinHandle<()>>; 2],
+}
+
+/// Starts `command` with its output collected into a transcript.
+pub(crate) fn start_recording(mut command: std::process::Command) -> std::io::Result<Running> {
+    command
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = command.spawn()?;
+    let transcript = Arc::new(Mutex::new(Vec::<u8>::new()));
+    let readers = [
+        spawn_reader(
+            child
+                .stdout
+                .take()
+                .map(|out| Box::new(out) as Box<dyn Read + Send>),
+            &transcript,
+        ),
+        spawn_reader(
+            child
+                .stderr
+                .take()
+                .map(|out| Box::new(out) as Box<dyn Read + Send>),
+            &transcript,
+        ),
+    ];
+    Ok(Running {
+        child,
+        transcript,
+        readers,
+    })
+}
+
+fn spawn_reader(
     source: Option<Box<dyn Read + Send>>,
     transcript: &Arc<Mutex<Vec<u8>>>,
 ) -> Option<thread::JoinHandle<()>> {

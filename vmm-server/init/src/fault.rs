@@ -31,7 +31,7 @@ use hyp_user::window;
 use hyp_user::{BootInfo, Endpoint, Frame, Message, Received, ipc};
 
 use crate::arena::{Arena, SetupError, step};
-use crate::thread::{Crash, FRAME_SIZE, Space, Start};
+use crate::thread::{CRASH_BADGE, Crash, FRAME_SIZE, Space, Start};
 
 /// The badge of the child's fault endpoint capability.
 pub(crate) const FAULT_BADGE: u64 = 0xfa;
@@ -39,8 +39,6 @@ pub(crate) const FAULT_BADGE: u64 = 0xfa;
 pub(crate) const REPORT_BADGE: u64 = 0x5e;
 /// The badge of the sentinel's endpoint capability.
 pub(crate) const SENTINEL_BADGE: u64 = 0x51;
-/// The badge of the sentinel's fault endpoint capability.
-pub(crate) const CRASH_BADGE: u64 = 0xc4;
 /// The label of the child's report.
 pub(crate) const REPORT: u64 = 4;
 /// The label of the sentinel's message.

@@ -21,7 +21,7 @@ use hyp_abi::{ObjectType, Rights};
 use hyp_user::{BootInfo, Endpoint, Message};
 
 use crate::arena::{Arena, SetupError};
-use crate::thread::{Crash, Space, Start};
+use crate::thread::{CRASH_BADGE, Crash, Space, Start};
 
 /// Calls the child makes on init's core.
 pub(crate) const ROUNDS: u64 = 10_000;
@@ -29,8 +29,6 @@ pub(crate) const ROUNDS: u64 = 10_000;
 pub(crate) const SMP_ROUNDS: u64 = 1_000;
 /// The badge of the child's endpoint capability.
 pub(crate) const BADGE: u64 = 0x42;
-/// The badge of the child's fault endpoint capability.
-pub(crate) const CRASH_BADGE: u64 = 0xc4;
 /// The label of a ping.
 pub(crate) const PING: u64 = 1;
 /// The label of the child's last message.

@@ -21,9 +21,9 @@ use hyp_user::window::{self, OutsideWindow};
 use hyp_user::{BootInfo, Endpoint, Frame, IrqHandler, Notification, VSpace};
 
 use crate::arena::{Arena, Kind, SetupError, step};
-use crate::thread::{Space, Start};
+use crate::thread::{CRASH_BADGE, Space, Start};
 use crate::timer_irq::{
-    self, CRASH_BADGE, HANDLER_SLOT, NOTIFICATION_SLOT, REPORT_BADGE, REPORT_SLOT, TimerReport,
+    self, HANDLER_SLOT, NOTIFICATION_SLOT, REPORT_BADGE, REPORT_SLOT, TimerReport,
 };
 
 /// The spinner's priority.

@@ -27,6 +27,10 @@ use hyp_user::{BootInfo, CNode, Endpoint, Frame, Received, Tcb, VSpace};
 use crate::arena::{Arena, Kind, SetupError, step};
 
 /// log2 of a child CNode's slots.
+/// The badge of a test thread's fault endpoint capability: a message
+/// with it is that thread's crash, not its answer.
+pub(crate) const CRASH_BADGE: u64 = 0xc4;
+
 pub(crate) const CHILD_CNODE_RADIX: u64 = 8;
 /// The guard of a child's CSpace root: the bits of a 64-bit pointer above
 /// the radix.

@@ -23,7 +23,7 @@ use hyp_user::timer::{self, CONTROL_ISTATUS, VIRTUAL_TIMER_IRQ};
 use hyp_user::{BootInfo, Endpoint, IrqControl, IrqHandler, Message, Notification, window};
 
 use crate::arena::{Arena, Kind, SetupError, step};
-use crate::thread::{Crash, Space, Start};
+use crate::thread::{CRASH_BADGE, Crash, Space, Start};
 
 /// Interrupts the thread waits for.
 pub(crate) const INTERRUPTS: u64 = 5;
@@ -35,8 +35,6 @@ pub(crate) const TIMER_BADGE: u64 = 1 << 4;
 pub(crate) const REPORT: u64 = 3;
 /// The badge of the report endpoint capability.
 pub(crate) const REPORT_BADGE: u64 = 0x7e;
-/// The badge of the threads' fault endpoint capability.
-pub(crate) const CRASH_BADGE: u64 = 0xc4;
 /// The waiting thread's priority.
 const WAITER_PRIORITY: u8 = 100;
 /// Slots of the child CNode: the notification (read), the IRQ handler and
