@@ -57,6 +57,17 @@ pub enum InvocationLabel {
     IrqHandlerSetNotification = 20,
     /// IrqHandler: re-enable the interrupt after handling it.
     IrqHandlerAck = 21,
+    /// VCPU: the TCB as extra capability 1: from now on the thread runs
+    /// as this virtual CPU at EL1 (it must be suspended and not yet bound).
+    VcpuSetTcb = 22,
+    /// VCPU: `(register)` from [`crate::vcpu_register`]: returns its value.
+    VcpuReadRegister = 23,
+    /// VCPU: `(register, value)`: the VCPU's thread must be suspended or
+    /// blocked (not running on a core).
+    VcpuWriteRegister = 24,
+    /// VCPU: `(intid, priority)`: makes virtual interrupt `intid` (below
+    /// 1020) pending with `priority` (0 to 255, lower is more urgent).
+    VcpuInjectIrq = 25,
 }
 
 impl InvocationLabel {
@@ -78,6 +89,10 @@ impl InvocationLabel {
             12 => TcbSetPriority,
             13 => TcbBindNotification,
             14 => TcbSetAffinity,
+            22 => VcpuSetTcb,
+            23 => VcpuReadRegister,
+            24 => VcpuWriteRegister,
+            25 => VcpuInjectIrq,
             15 => FrameMap,
             16 => FrameUnmap,
             17 => PageTableMap,
@@ -112,6 +127,8 @@ pub enum ObjectType {
     Frame4K = 7,
     /// A 2 MiB frame.
     Frame2M = 8,
+    /// A virtual CPU: the EL1 state of one guest CPU.
+    Vcpu = 9,
 }
 
 /// log2 of the bytes one CNode slot takes.
@@ -140,6 +157,7 @@ impl ObjectType {
             6 => ObjectType::PageTable,
             7 => ObjectType::Frame4K,
             8 => ObjectType::Frame2M,
+            9 => ObjectType::Vcpu,
             _ => return None,
         })
     }
@@ -166,7 +184,10 @@ impl ObjectType {
             ObjectType::Tcb => Some(11),
             ObjectType::Endpoint => Some(7),
             ObjectType::Notification => Some(7),
-            ObjectType::VSpace | ObjectType::PageTable | ObjectType::Frame4K => Some(12),
+            ObjectType::VSpace
+            | ObjectType::PageTable
+            | ObjectType::Frame4K
+            | ObjectType::Vcpu => Some(12),
             ObjectType::Frame2M => Some(21),
         }
     }
@@ -178,16 +199,16 @@ mod tests {
 
     #[test]
     fn labels_and_types_round_trip() {
-        for label in 1..=21 {
+        for label in 1..=25 {
             let decoded = InvocationLabel::from_label(label).unwrap();
             assert_eq!(decoded as u64, label);
         }
         assert_eq!(InvocationLabel::from_label(0), None);
-        assert_eq!(InvocationLabel::from_label(22), None);
-        for number in 0..=8 {
+        assert_eq!(InvocationLabel::from_label(26), None);
+        for number in 0..=9 {
             assert_eq!(ObjectType::from_number(number).unwrap() as u64, number);
         }
-        assert_eq!(ObjectType::from_number(9), None);
+        assert_eq!(ObjectType::from_number(10), None);
     }
 
     #[test]

@@ -16,9 +16,11 @@ extern crate std;
 pub mod error;
 pub mod fault;
 pub mod invocation;
+pub mod vcpu;
 
 pub use error::{Error, ErrorCode};
 pub use invocation::{InvocationLabel, ObjectType};
+pub use vcpu::register as vcpu_register;
 
 /// The largest number of cores the hypervisor brings up; a device tree that
 /// lists more is truncated at boot with a console message.

@@ -113,6 +113,11 @@ pub enum Capability {
         /// The interrupt number (INTID).
         irq: u16,
     },
+    /// A virtual CPU.
+    Vcpu {
+        /// The VCPU object.
+        object: ObjectRef,
+    },
     /// A stage-2 table below the root (level 2 or 3). A page-table
     /// capability is never copied, so a table is linked at most once and
     /// its one capability knows where.
@@ -159,6 +164,7 @@ impl Capability {
             | Capability::Notification { object, .. }
             | Capability::Frame { object, .. }
             | Capability::VSpace { object }
+            | Capability::Vcpu { object }
             | Capability::PageTable { object, .. } => Some(object),
         }
     }
@@ -252,7 +258,10 @@ impl Capability {
                     *guard = value;
                 }
             }
-            Capability::Tcb { .. } | Capability::VSpace { .. } | Capability::IrqControl => {
+            Capability::Tcb { .. }
+            | Capability::VSpace { .. }
+            | Capability::Vcpu { .. }
+            | Capability::IrqControl => {
                 if badge.is_some() {
                     return None;
                 }

@@ -250,6 +250,7 @@ fn finish_removal(store: &mut impl KernelStore, capability: Capability, parent: 
         {
             if let Capability::Tcb { object } = capability {
                 tcb::release_references(store, object);
+                tcb::release_vcpu(store, object);
             }
             store.destroy(object);
         }
@@ -464,6 +465,7 @@ pub fn retype(
                 rights,
             },
             ObjectType::VSpace => Capability::VSpace { object },
+            ObjectType::Vcpu => Capability::Vcpu { object },
             ObjectType::PageTable => Capability::PageTable {
                 object,
                 mapped: None,

@@ -81,6 +81,14 @@ pub trait IpcStore: SchedulerStore {
     fn notification(&self, notification: ObjectRef) -> Option<&Notification>;
     /// The notification at `notification`, for writing.
     fn notification_mut(&mut self, notification: ObjectRef) -> Option<&mut Notification>;
+    /// The VCPU at `vcpu`.
+    fn vcpu(&self, vcpu: ObjectRef) -> Option<&crate::vcpu::Vcpu>;
+    /// The VCPU at `vcpu`, for writing.
+    fn vcpu_mut(&mut self, vcpu: ObjectRef) -> Option<&mut crate::vcpu::Vcpu>;
+    /// The VCPU at `vcpu` is loaded on the calling core: copy its state
+    /// from the hardware into the object (the kernel then counts it as not
+    /// loaded). Stores without hardware have nothing to copy.
+    fn save_loaded_vcpu(&mut self, _vcpu: ObjectRef) {}
 }
 
 /// Why an IPC operation failed.
@@ -442,15 +450,16 @@ pub fn reply(
     let info = outgoing_message(store, replier)?;
     with_tcb(store, replier, |tcb| tcb.caller = None)?;
     with_tcb(store, caller, |tcb| tcb.reply_holder = None)?;
-    if tcb(store, caller)?.pending_fault.is_some() {
-        let new_pc = tcb(store, replier)?.context.x[0];
+    if let Some(fault) = tcb(store, caller)?.pending_fault {
+        let mut words = [0; REGISTER_MESSAGE_WORDS];
+        words.copy_from_slice(&tcb(store, replier)?.context.x[..REGISTER_MESSAGE_WORDS]);
+        let length = usize::from(info.length).min(REGISTER_MESSAGE_WORDS);
+        let mut resume = true;
         with_tcb(store, caller, |faulted| {
             faulted.pending_fault = None;
-            if info.label == 0 && info.length >= 1 {
-                faulted.context.pc = new_pc;
-            }
+            resume = apply_fault_reply(faulted, &fault, info.label, &words[..length]);
         })?;
-        if info.label != 0 {
+        if !resume {
             return with_tcb(store, caller, |stopped| {
                 stopped.state = ThreadState::Inactive;
             });
@@ -459,6 +468,26 @@ pub fn reply(
     }
     deliver(store, replier, caller, 0)?;
     make_runnable(store, scheduler, caller)
+}
+
+/// Applies a fault handler's reply (`label`, `words`) to the thread that
+/// sent `fault` ([`crate::exit::apply_reply`]); `false` if the thread is to
+/// stop instead of resuming.
+pub fn apply_fault_reply(
+    faulted: &mut Tcb,
+    fault: &FaultMessage,
+    label: u64,
+    words: &[u64],
+) -> bool {
+    use crate::exit::{ReplyAction, apply_reply};
+    match apply_reply(&mut faulted.context, fault, label, words) {
+        ReplyAction::Resume => true,
+        ReplyAction::Stop => false,
+        ReplyAction::Inject(injection) => {
+            faulted.injection = Some(injection);
+            true
+        }
+    }
 }
 
 /// Why a fault could not be sent.
@@ -617,7 +646,7 @@ pub fn cancel(
     thread: ThreadRef,
 ) -> Result<(), IpcError> {
     match tcb(store, thread)?.state {
-        ThreadState::Inactive | ThreadState::BlockedOnReply => {}
+        ThreadState::Inactive | ThreadState::BlockedOnReply | ThreadState::WaitingForInterrupt => {}
         ThreadState::Runnable => {
             if store.links(thread).queued {
                 scheduler.dequeue(store, thread)?;

@@ -27,7 +27,7 @@ use hyp_abi::{
 
 use crate::cap::{Capability, SlotRef};
 use crate::cspace::{self, KernelStore};
-use crate::ipc::{self, FaultDelivery, IpcError, Outcome};
+use crate::ipc::{self, IpcError, Outcome};
 use crate::irq;
 use crate::object::{ObjectRef, ThreadRef};
 use crate::queue::{Links, Queue};
@@ -44,6 +44,8 @@ pub const VMIDS: usize = 256;
 pub struct CoreState {
     /// The thread it runs, if any (none: it idles).
     pub current: Option<ThreadRef>,
+    /// The VCPU whose EL1 state is in this core's registers.
+    pub loaded_vcpu: Option<ObjectRef>,
     /// The rest of the current thread's timeslice.
     pub timeslice: Timeslice,
 }
@@ -52,6 +54,7 @@ impl CoreState {
     /// Nothing running.
     pub const IDLE: CoreState = CoreState {
         current: None,
+        loaded_vcpu: None,
         timeslice: Timeslice::new(Timeslice::DEFAULT_TICKS),
     };
 }
@@ -87,6 +90,23 @@ impl Effects {
     }
 }
 
+/// The `PSTATE` a thread may resume with: a native thread only keeps its
+/// condition flags (it always returns to EL0, AArch64, `SP_EL0`); a VCPU
+/// thread keeps its flags, its exception masks and its mode if that is
+/// EL0t, EL1t or EL1h (anything else, which no trap produces, becomes
+/// EL1h) — never EL2, never AArch32.
+#[inline(always)]
+pub const fn clean_spsr(spsr: u64, vcpu: bool) -> u64 {
+    if !vcpu {
+        return spsr & 0xf000_0000;
+    }
+    let mode = match spsr & 0x1f {
+        mode @ (0b00000 | 0b00100 | 0b00101) => mode,
+        _ => 0b00101,
+    };
+    (spsr & (0xf000_0000 | 0x3c0)) | mode
+}
+
 /// An event the console should show.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Notice {
@@ -115,6 +135,19 @@ impl core::fmt::Display for Notice {
                     Some(FaultLabel::MemoryFault) => "memory fault",
                     Some(FaultLabel::UndefinedInstruction) => "undefined instruction",
                     Some(FaultLabel::UnknownSyscall) => "unknown syscall",
+                    Some(
+                        label @ (FaultLabel::VcpuMmio
+                        | FaultLabel::VcpuHypercall
+                        | FaultLabel::VcpuSystemRegister
+                        | FaultLabel::VcpuException),
+                    ) => {
+                        // A VCPU without a VMM: its exit message, raw.
+                        write!(formatter, "VCPU thread {:#x}: exit {label:?} with no VMM:", thread.0)?;
+                        for word in &fault.words[..usize::from(fault.length).min(8)] {
+                            write!(formatter, " {word:#x}")?;
+                        }
+                        return Ok(());
+                    }
                     None => "fault",
                 };
                 write!(
@@ -214,6 +247,10 @@ pub struct Resume {
     pub vmid: u16,
     /// The VMID was taken from another VSpace: flush the TLBs first.
     pub recycled: bool,
+    /// What to do about VCPU state (native threads: `vcpu` is `None`).
+    pub vcpu: VcpuSwitch,
+    /// An exception to inject into the guest before it runs.
+    pub injection: Option<crate::exit::Injection>,
 }
 
 /// A user fault as the arch layer read it from the syndrome registers.
@@ -393,19 +430,22 @@ impl<S: KernelStore> Kernel<S> {
     /// run, or the thread has no VSpace (it is then stopped and reported).
     pub fn resume(&mut self, core: usize) -> Option<Result<Resume, ThreadRef>> {
         let thread = self.current(core)?;
+        let vcpu = self.switch_vcpu(core, thread);
         // The common case in one lookup: the thread's VMID hint is valid.
         let vmids = &self.vmids;
         let tcb = self.store.tcb_mut(thread)?;
         if let Some(vspace) = tcb.vspace {
             let hint = usize::from(tcb.vmid);
             if hint != 0 && vmids.get(hint).copied().flatten() == Some(vspace) {
-                tcb.context.spsr &= 0xf000_0000;
+                tcb.context.spsr = clean_spsr(tcb.context.spsr, tcb.vcpu.is_some());
                 return Some(Ok(Resume {
                     thread,
                     context: core::ptr::from_ref(&tcb.context) as usize,
                     vspace,
                     vmid: tcb.vmid,
                     recycled: false,
+                    vcpu,
+                    injection: tcb.injection.take(),
                 }));
             }
         }
@@ -416,7 +456,7 @@ impl<S: KernelStore> Kernel<S> {
             return Some(Err(thread));
         };
         let tcb = self.store.tcb_mut(thread)?;
-        tcb.context.spsr &= 0xf000_0000;
+        tcb.context.spsr = clean_spsr(tcb.context.spsr, tcb.vcpu.is_some());
         let context = core::ptr::from_ref(&tcb.context) as usize;
         Some(Ok(Resume {
             thread,
@@ -424,6 +464,8 @@ impl<S: KernelStore> Kernel<S> {
             vspace,
             vmid,
             recycled,
+            vcpu,
+            injection: tcb.injection.take(),
         }))
     }
 
@@ -751,6 +793,7 @@ impl<S: KernelStore> Kernel<S> {
                 }
                 effects.flush_tlb = true;
                 self.forget_dead_vmids();
+                self.forget_dead_vcpus();
                 self.kick_all_others(core, effects);
                 success(&[])
             }
@@ -856,6 +899,13 @@ impl<S: KernelStore> Kernel<S> {
                     .map_err(|error| ipc_error(error, effects))?;
                 success(&[])
             }
+            (L::TcbSetAffinity, Capability::Tcb { object })
+                if self.store.tcb(object).is_some_and(|tcb| tcb.vcpu.is_some()) =>
+            {
+                // A VCPU's state may be in the registers of the core it ran
+                // on: it stays there.
+                Err(Error::IllegalOperation)
+            }
             (L::TcbSetAffinity, Capability::Tcb { object }) => {
                 tcb::set_affinity(
                     &mut self.store,
@@ -930,6 +980,19 @@ impl<S: KernelStore> Kernel<S> {
             (L::IrqHandlerAck, Capability::IrqHandler { .. }) => {
                 effects.unmask_irq = irq::ack(&mut self.store, capability)?;
                 success(&[])
+            }
+            (
+                L::VcpuSetTcb | L::VcpuReadRegister | L::VcpuWriteRegister | L::VcpuInjectIrq,
+                Capability::Vcpu { .. },
+            ) => {
+                let tcb = if label == L::VcpuSetTcb {
+                    Some(self.extra(&arguments, 1)?.1)
+                } else {
+                    None
+                };
+                let words = arguments.words;
+                let length = arguments.length;
+                self.invoke_vcpu(core, label, capability, &words[..length], tcb, effects)
             }
             _ => Err(Error::IllegalOperation),
         }
@@ -1382,13 +1445,18 @@ impl<S: KernelStore> Kernel<S> {
             (tcb.state == ThreadState::BlockedOnReply
                 && tcb.reply_holder == Some(replier)
                 && runs_next_here(tcb, core, highest))
-            .then_some(tcb.pending_fault.is_some())
+            .then_some(tcb.pending_fault)
         }) else {
             return false;
         };
-        // A reply to a fault resumes the thread only with label 0; another
-        // label stops it, which the general path does.
-        if fault && info.label != 0 {
+        // A reply to a fault resumes the thread with label 0 (or an
+        // injection, for a VCPU); a reply that stops it takes the general
+        // path.
+        if fault.is_some()
+            && info.label != hyp_abi::fault::exit_reply::RESUME
+            && (info.label > hyp_abi::fault::exit_reply::INJECT_UNDEFINED
+                || self.store.tcb(caller).is_none_or(|tcb| tcb.vcpu.is_none()))
+        {
             return false;
         }
         // No sender may be queued: the receive would take it at once.
@@ -1435,13 +1503,11 @@ impl<S: KernelStore> Kernel<S> {
             replier,
             caller,
             |tcb| {
-                if fault {
-                    // The faulted thread's registers stay; word 0, if
-                    // given, is where it resumes.
+                if let Some(fault) = fault {
+                    // The faulted thread's registers stay, but for what
+                    // the reply sets (exit::apply_reply).
                     tcb.pending_fault = None;
-                    if length >= 1 {
-                        tcb.context.pc = words[0];
-                    }
+                    ipc::apply_fault_reply(tcb, &fault, info.label, &words[..length]);
                 } else {
                     write_message(&mut tcb.context, &words[..length], 0, info);
                 }
@@ -1454,9 +1520,8 @@ impl<S: KernelStore> Kernel<S> {
 
     /// The current thread of `core` faulted (its registers are saved).
     pub fn fault(&mut self, core: usize, fault: UserFault) -> Effects {
-        let mut effects = Effects::default();
         let Some(thread) = self.current(core) else {
-            return effects;
+            return Effects::default();
         };
         let pc = self.context(thread).map_or(0, |context| context.pc);
         let message = match fault {
@@ -1466,38 +1531,16 @@ impl<S: KernelStore> Kernel<S> {
                 status,
             } => FaultMessage {
                 label: FaultLabel::MemoryFault as u64,
-                words: [pc, address, u64::from(instruction), status],
+                words: [pc, address, u64::from(instruction), status, 0, 0, 0, 0],
                 length: memory_fault::LENGTH,
             },
             UserFault::Instruction { syndrome } => FaultMessage {
                 label: FaultLabel::UndefinedInstruction as u64,
-                words: [pc, syndrome, 0, 0],
+                words: [pc, syndrome, 0, 0, 0, 0, 0, 0],
                 length: instruction_fault::LENGTH,
             },
         };
-        if self.fastpath && self.fast_fault(core, thread, message) {
-            return effects;
-        }
-        match ipc::send_fault(&mut self.store, &mut self.scheduler, thread, message) {
-            Ok(FaultDelivery::Sent(_)) => {}
-            Ok(FaultDelivery::NoHandler) => {
-                if let Some(tcb) = self.store.tcb_mut(thread) {
-                    tcb.state = ThreadState::Inactive;
-                }
-                effects.notice = Some(Notice::UnhandledFault {
-                    thread,
-                    fault: message,
-                });
-            }
-            Err(error) => {
-                refused(error, &mut effects);
-                if let Some(tcb) = self.store.tcb_mut(thread) {
-                    tcb.state = ThreadState::Inactive;
-                }
-            }
-        }
-        self.schedule(core, &mut effects);
-        effects
+        self.deliver_fault(core, thread, message)
     }
 
     /// A timer tick on `core`: the current thread's timeslice shrinks.
@@ -1648,6 +1691,9 @@ impl<S: KernelStore> Kernel<S> {
         }
     }
 }
+
+mod guest;
+pub use guest::{VIRTUAL_TIMER_PRIORITY, VcpuSwitch};
 
 #[cfg(test)]
 mod tests;

@@ -296,6 +296,20 @@ pub fn release_references(store: &mut (impl IpcStore + ObjectStore), thread: Thr
     }
 }
 
+/// Unbinds the thread's VCPU, if it has one (when the thread is
+/// destroyed): the VCPU can then be bound again or destroyed.
+pub fn release_vcpu(store: &mut (impl IpcStore + ObjectStore), thread: ThreadRef) {
+    let Some(vcpu) = store.tcb_mut(thread).and_then(|tcb| tcb.vcpu.take()) else {
+        return;
+    };
+    if let Some(state) = store.vcpu_mut(vcpu) {
+        state.thread = None;
+    }
+    if let Some(header) = store.header_mut(vcpu) {
+        header.references = header.references.saturating_sub(1);
+    }
+}
+
 /// `TCB.BindNotification`: binds the notification in `notification` (which
 /// needs READ: the thread will take its signals) to the thread in
 /// `capability`. Each side binds at most once.

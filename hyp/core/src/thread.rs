@@ -58,6 +58,9 @@ pub enum ThreadState {
         /// The notification.
         notification: ObjectRef,
     },
+    /// A VCPU thread that executed `WFI`: it waits (in no queue) until a
+    /// virtual interrupt is pending for its VCPU.
+    WaitingForInterrupt,
 }
 
 /// The portable part of a thread control block.
@@ -100,6 +103,11 @@ pub struct Tcb {
     /// The fault message the thread sends (or has sent and waits for the
     /// answer to) instead of its registers.
     pub pending_fault: Option<FaultMessage>,
+    /// The VCPU the thread runs as (at EL1), counted as a reference on it;
+    /// `None` for a native EL0 thread.
+    pub vcpu: Option<ObjectRef>,
+    /// An exception its VMM asked to inject, taken at the next entry.
+    pub injection: Option<crate::exit::Injection>,
 }
 
 /// A fault, as the kernel sends it to the thread's fault endpoint.
@@ -108,7 +116,7 @@ pub struct FaultMessage {
     /// The [`hyp_abi::fault::FaultLabel`] as a number.
     pub label: u64,
     /// The message words (the layouts in [`hyp_abi::fault`]).
-    pub words: [u64; 4],
+    pub words: [u64; 8],
     /// How many of `words` are meaningful.
     pub length: u8,
 }

@@ -117,6 +117,7 @@ pub(crate) enum Body {
     Tcb(Box<Tcb>),
     Endpoint(Endpoint),
     Notification(Notification),
+    Vcpu(Box<crate::vcpu::Vcpu>),
 }
 
 impl ObjectStore for Arena {
@@ -166,6 +167,7 @@ impl ObjectStore for Arena {
             ObjectType::Tcb => Some(Body::Tcb(Box::default())),
             ObjectType::Endpoint => Some(Body::Endpoint(Endpoint::default())),
             ObjectType::Notification => Some(Body::Notification(Notification::default())),
+            ObjectType::Vcpu => Some(Body::Vcpu(Box::default())),
             _ => None,
         };
         if let Some(body) = body {
@@ -290,6 +292,18 @@ impl IpcStore for Arena {
     fn notification_mut(&mut self, notification: ObjectRef) -> Option<&mut Notification> {
         match self.bodies.get_mut(&notification.0)? {
             Body::Notification(notification) => Some(notification),
+            _ => None,
+        }
+    }
+    fn vcpu(&self, vcpu: ObjectRef) -> Option<&crate::vcpu::Vcpu> {
+        match self.bodies.get(&vcpu.0)? {
+            Body::Vcpu(vcpu) => Some(vcpu),
+            _ => None,
+        }
+    }
+    fn vcpu_mut(&mut self, vcpu: ObjectRef) -> Option<&mut crate::vcpu::Vcpu> {
+        match self.bodies.get_mut(&vcpu.0)? {
+            Body::Vcpu(vcpu) => Some(vcpu),
             _ => None,
         }
     }

@@ -66,6 +66,12 @@ impl IpcStore for Store {
     fn notification_mut(&mut self, notification: ObjectRef) -> Option<&mut Notification> {
         self.notifications.get_mut(&notification)
     }
+    fn vcpu(&self, _vcpu: ObjectRef) -> Option<&crate::vcpu::Vcpu> {
+        None
+    }
+    fn vcpu_mut(&mut self, _vcpu: ObjectRef) -> Option<&mut crate::vcpu::Vcpu> {
+        None
+    }
 }
 
 pub(crate) const ENDPOINT: ObjectRef = ObjectRef(0x1000);

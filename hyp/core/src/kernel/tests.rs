@@ -916,7 +916,7 @@ fn fault_fast_paths_match_the_general_path() {
     );
     let message = FaultMessage {
         label: FaultLabel::UndefinedInstruction as u64,
-        words: [0, 0, 0, 0],
+        words: [0; 8],
         length: 2,
     };
     assert!(kernel.fast_fault(0, child, message), "fast fault taken");
