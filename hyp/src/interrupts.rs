@@ -10,12 +10,13 @@
 use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
 use generic_timer as timer;
+use gic::virt::VirtualInterface;
 use gic::{Gic, GicError, GicV2, GicV3, PerCore};
 use hyp_abi::MAX_CORES;
 use hyp_core::platform::{self, Platform};
 use spin::Once;
 
-use crate::arch::registers;
+use crate::arch::{guest, registers};
 use crate::println;
 
 static GIC: Once<Gic> = Once::new();
@@ -90,6 +91,17 @@ pub fn init(platform: &Platform) -> Result<(), InterruptError> {
         }
     };
     gic.init_distributor()?;
+    match &platform.gic {
+        platform::Gic::V2 {
+            hyp_interface: Some(region),
+            ..
+        } => {
+            let base = address(*region).map_err(InterruptError::DeviceTree)?;
+            guest::set_virtual_interface(VirtualInterface::V2 { base });
+        }
+        platform::Gic::V2 { .. } => {}
+        platform::Gic::V3 { .. } => guest::set_virtual_interface(VirtualInterface::V3),
+    }
     GIC.call_once(|| gic);
     HYP_TIMER_INTID.store(platform.timer.hypervisor_physical, Ordering::Release);
     init_this_core(0)
@@ -106,6 +118,8 @@ pub fn init_this_core(index: usize) -> Result<(), InterruptError> {
     let per_core = slot.call_once(|| per_core);
     gic.enable_interrupt(per_core, HYP_TIMER_INTID.load(Ordering::Acquire))?;
     gic.enable_interrupt(per_core, KICK_SGI)?;
+    gic.enable_interrupt(per_core, VIRTUAL_TIMER_INTID)?;
+    gic.enable_interrupt(per_core, MAINTENANCE_INTID)?;
     Ok(())
 }
 
@@ -133,7 +147,17 @@ pub enum Source {
     Kick,
     /// A device interrupt, now masked until its handler acknowledges it.
     Device(u32),
+    /// The virtual timer of the VCPU loaded on this core fired.
+    VirtualTimer,
+    /// The GIC's virtualization maintenance interrupt (list registers
+    /// ran low).
+    Maintenance,
 }
+
+/// The virtual timer's interrupt (PPI 11): the guests'.
+pub const VIRTUAL_TIMER_INTID: u32 = 27;
+/// The GIC's maintenance interrupt (PPI 9, on every board here).
+pub const MAINTENANCE_INTID: u32 = 25;
 
 /// Takes every pending interrupt on this core (IRQs masked), re-arming the
 /// tick and masking device interrupts, and tells `handle` about each.
@@ -152,6 +176,10 @@ pub fn take_pending(mut handle: impl FnMut(Source)) {
             Source::Tick
         } else if intid == KICK_SGI {
             Source::Kick
+        } else if intid == VIRTUAL_TIMER_INTID {
+            Source::VirtualTimer
+        } else if intid == MAINTENANCE_INTID {
+            Source::Maintenance
         } else {
             if let Some(per_core) = per_core {
                 let _ = gic.disable_interrupt(per_core, intid);

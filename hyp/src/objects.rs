@@ -40,6 +40,7 @@ use hyp_core::queue::{LinkStore, Links};
 use hyp_core::root_task::{BootMemory, Region};
 use hyp_core::scheduler::SchedulerStore;
 use hyp_core::thread::Tcb;
+use hyp_core::vcpu::Vcpu;
 
 const PAGE_BITS: u32 = 12;
 const PAGE: u64 = 1 << PAGE_BITS;
@@ -102,6 +103,7 @@ const _: () = assert!(
     size_of::<Small<Notification>>() <= 1 << 7,
     "notification object too big"
 );
+const _: () = assert!(size_of::<Small<Vcpu>>() <= 1 << 12, "VCPU object too big");
 
 /// The seal of a small object of `kind` at `address`: changes with both,
 /// so neither a stale seal at another address nor one of another kind
@@ -286,11 +288,13 @@ impl RealStore {
                 ObjectType::Tcb,
                 ObjectType::Endpoint,
                 ObjectType::Notification,
+                ObjectType::Vcpu,
             ]
             .into_iter()
             .find(|kind| match kind {
                 ObjectType::Tcb => self.small::<Tcb>(object, *kind).is_some(),
                 ObjectType::Endpoint => self.small::<Endpoint>(object, *kind).is_some(),
+                ObjectType::Vcpu => self.small::<Vcpu>(object, *kind).is_some(),
                 _ => self.small::<Notification>(object, *kind).is_some(),
             }),
             _ => None,
@@ -340,6 +344,7 @@ impl ObjectStore for RealStore {
             ObjectType::Notification => {
                 self.write_small(object, kind, size_bits, Notification::default());
             }
+            ObjectType::Vcpu => self.write_small(object, kind, size_bits, Vcpu::default()),
             ObjectType::CNode | ObjectType::VSpace | ObjectType::PageTable => {
                 if self.page_index(object.0).is_none() {
                     return;
@@ -406,6 +411,11 @@ impl ObjectStore for RealStore {
                     found.seal = 0;
                 }
             }
+            Some(kind @ ObjectType::Vcpu) => {
+                if let Some(found) = self.small_mut::<Vcpu>(object, kind) {
+                    found.seal = 0;
+                }
+            }
             // Frames end with their untyped memory's reclaim.
             _ => {}
         }
@@ -427,6 +437,7 @@ impl ObjectStore for RealStore {
             kind @ ObjectType::Notification => self
                 .small::<Notification>(object, kind)
                 .map(|found| &found.header),
+            kind @ ObjectType::Vcpu => self.small::<Vcpu>(object, kind).map(|found| &found.header),
             _ => None,
         }
     }
@@ -444,6 +455,9 @@ impl ObjectStore for RealStore {
                 .map(|found| &mut found.header),
             kind @ ObjectType::Notification => self
                 .small_mut::<Notification>(object, kind)
+                .map(|found| &mut found.header),
+            kind @ ObjectType::Vcpu => self
+                .small_mut::<Vcpu>(object, kind)
                 .map(|found| &mut found.header),
             _ => None,
         }
@@ -518,6 +532,23 @@ impl IpcStore for RealStore {
     fn notification_mut(&mut self, notification: ObjectRef) -> Option<&mut Notification> {
         self.small_mut::<Notification>(notification, ObjectType::Notification)
             .map(|found| &mut found.body)
+    }
+    #[inline(always)]
+    fn vcpu(&self, vcpu: ObjectRef) -> Option<&Vcpu> {
+        self.small::<Vcpu>(vcpu, ObjectType::Vcpu)
+            .map(|found| &found.body)
+    }
+    #[inline(always)]
+    fn vcpu_mut(&mut self, vcpu: ObjectRef) -> Option<&mut Vcpu> {
+        self.small_mut::<Vcpu>(vcpu, ObjectType::Vcpu)
+            .map(|found| &mut found.body)
+    }
+    fn save_loaded_vcpu(&mut self, vcpu: ObjectRef) {
+        // The kernel only asks for the VCPU loaded on this core, from a
+        // native thread's invocation (so the eager part is saved already).
+        if let Some(state) = self.vcpu_mut(vcpu) {
+            crate::arch::guest::save_lazy(state);
+        }
     }
 }
 

@@ -10,14 +10,16 @@
 
 use core::sync::atomic::Ordering;
 use hyp_core::elf;
+use hyp_core::ipc::IpcStore;
 use hyp_core::esr::{ExceptionClass, Syndrome};
-use hyp_core::kernel::{Effects, Kernel, UserFault};
+use hyp_core::exit::Trap;
+use hyp_core::kernel::{Effects, Kernel, Resume, UserFault};
 use hyp_core::root_task::{self, Region};
 use hyp_core::thread::UserContext;
 
 use spin::mutex::{Mutex, MutexGuard};
 
-use crate::arch::{self, registers};
+use crate::arch::{self, guest, registers};
 use crate::interrupts::{self, Source};
 use crate::objects::RealStore;
 use crate::{print, println};
@@ -25,7 +27,7 @@ use crate::{print, println};
 /// The kernel, behind the big kernel lock. Every core takes it (with IRQs
 /// masked) for the whole of a kernel entry.
 static KERNEL: Mutex<Kernel<RealStore>, registers::YieldRelax> =
-    Mutex::new(Kernel::new(RealStore::empty(), 1, 0, [0, 0]));
+    Mutex::new(Kernel::new(RealStore::empty(), 1, 0, [0, 0, 0]));
 
 /// The root task's ELF image, embedded by build.rs (empty when the build
 /// had none).
@@ -128,7 +130,11 @@ pub fn start(map: &MemoryMap<'_>, cores: usize) -> Result<(), &'static str> {
     kernel.online = cores.clamp(1, hyp_abi::MAX_CORES);
     kernel.irq_limit = u16::try_from(interrupts::interrupt_limit()).unwrap_or(u16::MAX);
     let timer = u16::try_from(interrupts::hyp_timer_intid()).unwrap_or(0);
-    kernel.reserved_irqs = [timer, 25];
+    kernel.reserved_irqs = [
+        timer,
+        u16::try_from(interrupts::MAINTENANCE_INTID).unwrap_or(0),
+        u16::try_from(interrupts::VIRTUAL_TIMER_INTID).unwrap_or(0),
+    ];
     let thread = match root_task::build(&mut kernel, &image, free, &[]) {
         Ok(thread) => thread,
         Err(error) => {
@@ -207,6 +213,17 @@ extern "C" fn handle_lower(vector: u64, syndrome: u64, fault_address: u64) -> *c
                 return next_context(core, kernel, &effects);
             }
             let class = Syndrome::new(syndrome).class();
+            if kernel.current_vcpu(core).is_some() {
+                let trap = Trap {
+                    syndrome,
+                    address: fault_address,
+                    hpfar: guest::hpfar(),
+                };
+                let pending =
+                    class == ExceptionClass::TrappedWfx && guest::list_register_pending();
+                let effects = kernel.vm_exit(core, trap, pending);
+                return next_context(core, kernel, &effects);
+            }
             match class {
                 ExceptionClass::SvcAarch64 => kernel.syscall(core),
                 ExceptionClass::DataAbortLowerLevel
@@ -228,7 +245,16 @@ extern "C" fn handle_lower(vector: u64, syndrome: u64, fault_address: u64) -> *c
             effects
         }
         // SError: an asynchronous abort, most likely of the interrupted
-        // thread's own access; it is reported to that thread's handler.
+        // thread's own access; it is reported to that thread's handler
+        // (a guest's to its VMM, as an exit it does not decode).
+        _ if kernel.current_vcpu(core).is_some() => {
+            let trap = Trap {
+                syndrome,
+                address: fault_address,
+                hpfar: 0,
+            };
+            kernel.vm_exit(core, trap, false)
+        }
         _ => kernel.fault(core, UserFault::Instruction { syndrome }),
     };
     next_context(core, kernel, &effects)
@@ -245,6 +271,18 @@ fn take_interrupts(core: usize, kernel: &mut Kernel<RealStore>, effects: &mut Ef
             }
             Source::Device(intid) => {
                 kernel.interrupt(core, u16::try_from(intid).unwrap_or(u16::MAX))
+            }
+            Source::VirtualTimer => {
+                guest::mask_virtual_timer();
+                let (more, taken) = kernel.virtual_timer(core);
+                if !taken {
+                    guest::stop_virtual_timer();
+                }
+                more
+            }
+            Source::Maintenance => {
+                guest::maintenance();
+                Effects::default()
             }
         };
         apply(&more);
@@ -278,6 +316,36 @@ fn apply_some(effects: &Effects) {
     }
 }
 
+/// Puts the EL1 state `resume` needs into this core (`arch::guest`): the
+/// eager part on every change between a guest and a native thread, the
+/// lazy part when another VCPU is loaded; then fills the list registers
+/// and takes an injection the VMM asked for.
+fn switch_guest_state(core: usize, kernel: &mut Kernel<RealStore>, resume: &Resume) {
+    let switch = resume.vcpu;
+    if guest::in_guest_mode(core) && (switch.vcpu.is_none() || switch.unload.is_some()) {
+        let previous = switch.unload.or(switch.loaded);
+        guest::leave_guest_mode(core, previous.and_then(|vcpu| kernel.store.vcpu_mut(vcpu)));
+    }
+    if let Some(state) = switch.unload.and_then(|vcpu| kernel.store.vcpu_mut(vcpu)) {
+        guest::save_lazy(state);
+    }
+    let Some(vcpu) = switch.vcpu else { return };
+    if let Some(state) = kernel.store.vcpu_mut(vcpu) {
+        if switch.load {
+            guest::load_lazy(state);
+        }
+        if !guest::in_guest_mode(core) {
+            guest::enter_guest_mode(core, state);
+        }
+        guest::fill_list_registers(state);
+    }
+    if let Some(injection) = resume.injection
+        && let Some(context) = kernel.context_mut(resume.thread)
+    {
+        guest::inject(injection, context);
+    }
+}
+
 /// Applies `effects`, then finds the thread this core runs next, idling
 /// (lock released) while there is none, and sets stage 2 for it.
 fn next_context(
@@ -292,6 +360,7 @@ fn next_context(
                 if resume.recycled {
                     registers::flush_guest_tlbs();
                 }
+                switch_guest_state(core, &mut kernel, &resume);
                 // SAFETY: the thread's VSpace is live (the thread holds a
                 // reference to it) and its VMID is its own.
                 unsafe { registers::set_stage2(resume.vspace.0, resume.vmid) };

@@ -8,11 +8,10 @@
 //! completes them, and sends SGIs between cores. Everything runs at EL2 on
 //! registers mapped Device-nGnRE at their physical address.
 //!
-//! Not here yet: the virtualization interface (GICv2 `GICH`/`GICV`, GICv3
-//! `ICH_*_EL2` list registers) through which guests get virtual interrupts.
-//! When it comes, forwarding a hardware interrupt with the list registers'
-//! HW bit wants the split priority-drop/deactivate mode (`EOImode = 1`,
-//! `GICC_DIR`/`ICC_DIR_EL1`); this driver uses `EOImode = 0` for now, where
+//! The virtualization interface (GICv2 `GICH`, GICv3 `ICH_*_EL2` list
+//! registers), through which guests get virtual interrupts, is in [`virt`].
+//! Virtual interrupts are purely virtual (the list registers' HW bit is
+//! never set), so this driver keeps `EOImode = 0`, where
 //! [`end_of_interrupt`](GicV2::end_of_interrupt) both drops the priority and
 //! deactivates.
 //!
@@ -35,6 +34,7 @@ extern crate std;
 mod cpu;
 mod v2;
 mod v3;
+pub mod virt;
 
 #[cfg(test)]
 mod fake;

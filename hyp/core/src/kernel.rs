@@ -286,7 +286,7 @@ pub struct Kernel<S> {
     /// Interrupt numbers below this exist on the interrupt controller.
     pub irq_limit: u16,
     /// Interrupts the kernel uses itself (never handed out).
-    pub reserved_irqs: [u16; 2],
+    pub reserved_irqs: [u16; 3],
     /// Which VSpace holds each VMID (index 0 unused).
     pub vmids: [Option<ObjectRef>; VMIDS],
     /// The VMID handed out last (round robin).
@@ -352,7 +352,7 @@ fn refused(error: IpcError, effects: &mut Effects) -> Error {
 
 impl<S: KernelStore> Kernel<S> {
     /// A kernel over `store` with `online` cores and no thread running.
-    pub const fn new(store: S, online: usize, irq_limit: u16, reserved_irqs: [u16; 2]) -> Self {
+    pub const fn new(store: S, online: usize, irq_limit: u16, reserved_irqs: [u16; 3]) -> Self {
         Kernel {
             store,
             scheduler: Scheduler::new(),

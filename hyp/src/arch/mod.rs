@@ -7,6 +7,7 @@
 //! those, and the logic that decides *what* to write lives in `hyp-core`.
 
 pub mod exception;
+pub mod guest;
 pub mod mmu;
 pub mod registers;
 

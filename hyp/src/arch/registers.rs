@@ -91,7 +91,7 @@ pub const fn vtcr(physical_size: u64) -> u64 {
 }
 
 /// Sets up this core for running native EL0 threads: `VTCR_EL2`,
-/// `HCR_EL2`, FP traps, and EL0 access to the counters and the virtual
+/// `HCR_EL2`, FP traps, and EL0 access to the counters and the physical
 /// timer (`CNTHCTL_EL2`, `CNTKCTL_EL1`, with no virtual offset).
 ///
 /// # Safety
@@ -115,9 +115,9 @@ pub unsafe fn set_up_native_threads() {
             // EL1PCTEN | EL1PCEN: the physical counter and timer are not
             // trapped below EL2.
             cnthctl = in(reg) 0b11u64,
-            // EL0PCTEN | EL0VCTEN | EL0VTEN: EL0 reads both counters and
-            // uses the virtual timer.
-            cntkctl = in(reg) (1u64 << 0) | (1 << 1) | (1 << 8),
+            // EL0 reads both counters and uses the physical timer (the
+            // virtual one is the guests').
+            cntkctl = in(reg) super::guest::CNTKCTL_NATIVE,
             cptr = in(reg) CPTR_EL2_TRAP_FP,
             hcr = in(reg) HCR_EL2_NATIVE,
             options(nostack, preserves_flags)

@@ -1,10 +1,11 @@
-//! The EL1 virtual timer of the core a thread runs on, which EL0 programs
-//! directly: the kernel lets EL0 read the counters and use the virtual
-//! timer (`CNTKCTL_EL1.EL0VCTEN` and `EL0VTEN`) and sets no virtual
-//! offset, so the virtual count is the system count.
+//! The EL1 physical timer of the core a thread runs on, which EL0 programs
+//! directly: the kernel lets native EL0 threads read the counters and use
+//! the physical timer (`CNTKCTL_EL1.EL0PCTEN`, `EL0VCTEN` and `EL0PTEN`).
+//! The physical timer belongs to guests: the core forwards its interrupt
+//! to the VCPU loaded on the core, so native threads cannot use it.
 //!
 //! When the timer's condition is met and it is enabled and not masked,
-//! the core's virtual-timer interrupt ([`VIRTUAL_TIMER_IRQ`], a PPI) is
+//! the core's physical-timer interrupt ([`TIMER_IRQ`], a PPI) is
 //! raised and stays raised (the line is level-triggered) until the timer
 //! is disabled, masked or given a later compare value. A thread that takes
 //! the interrupt through an `IrqHandler` must do one of those before
@@ -17,16 +18,16 @@
 //! On the host there is no timer: the frequency and the counter read 0
 //! and writes are dropped.
 
-/// The interrupt number (INTID) of the virtual timer: PPI 11, the same on
-/// every board (the architecture recommends it; QEMU's `virt` and the
-/// Raspberry Pi 4 use it).
-pub const VIRTUAL_TIMER_IRQ: u64 = 27;
+/// The interrupt number (INTID) of the EL1 physical timer: PPI 14, the
+/// same on every board (the architecture recommends it; QEMU's `virt` and
+/// the Raspberry Pi 4 use it).
+pub const TIMER_IRQ: u64 = 30;
 
-/// `CNTV_CTL_EL0.ENABLE`: the timer runs.
+/// `CNTP_CTL_EL0.ENABLE`: the timer runs.
 pub const CONTROL_ENABLE: u64 = 1 << 0;
-/// `CNTV_CTL_EL0.IMASK`: the timer's condition raises no interrupt.
+/// `CNTP_CTL_EL0.IMASK`: the timer's condition raises no interrupt.
 pub const CONTROL_IMASK: u64 = 1 << 1;
-/// `CNTV_CTL_EL0.ISTATUS` (read-only): the condition is met (the count is
+/// `CNTP_CTL_EL0.ISTATUS` (read-only): the condition is met (the count is
 /// at or past the compare value, and the timer is enabled).
 pub const CONTROL_ISTATUS: u64 = 1 << 2;
 
@@ -46,7 +47,7 @@ pub fn frequency() -> u64 {
     value
 }
 
-/// The virtual count now (`CNTVCT_EL0`), read after an instruction
+/// The physical count now (`CNTPCT_EL0`), read after an instruction
 /// barrier so it is not taken before earlier instructions.
 #[cfg(all(target_arch = "aarch64", target_os = "none"))]
 pub fn count() -> u64 {
@@ -56,7 +57,7 @@ pub fn count() -> u64 {
     unsafe {
         core::arch::asm!(
             "isb",
-            "mrs {}, cntvct_el0",
+            "mrs {}, cntpct_el0",
             out(reg) value,
             options(nomem, nostack, preserves_flags)
         );
@@ -64,17 +65,17 @@ pub fn count() -> u64 {
     value
 }
 
-/// Sets the virtual timer's compare value (`CNTV_CVAL_EL0`): its condition
-/// is met once the virtual count reaches `value`.
+/// Sets the physical timer's compare value (`CNTP_CVAL_EL0`): its condition
+/// is met once the physical count reaches `value`.
 #[cfg(all(target_arch = "aarch64", target_os = "none"))]
 pub fn set_compare(value: u64) {
     // SAFETY: a write of the timer register EL0 may write (EL0VTEN); it
-    // changes when this core's virtual-timer interrupt is raised and
+    // changes when this core's physical-timer interrupt is raised and
     // nothing else (no memory, stack or flags). The `isb` makes the write
     // take effect before the next instruction.
     unsafe {
         core::arch::asm!(
-            "msr cntv_cval_el0, {}",
+            "msr cntp_cval_el0, {}",
             "isb",
             in(reg) value,
             options(nomem, nostack, preserves_flags)
@@ -82,15 +83,15 @@ pub fn set_compare(value: u64) {
     }
 }
 
-/// Sets the virtual timer's control register (`CNTV_CTL_EL0`):
+/// Sets the physical timer's control register (`CNTP_CTL_EL0`):
 /// [`CONTROL_ENABLE`] and [`CONTROL_IMASK`] (the status bit is read-only).
 #[cfg(all(target_arch = "aarch64", target_os = "none"))]
 pub fn set_control(value: u64) {
     // SAFETY: as in `set_compare`: a timer register EL0 may write, which
-    // only decides whether this core's virtual-timer interrupt is raised.
+    // only decides whether this core's physical-timer interrupt is raised.
     unsafe {
         core::arch::asm!(
-            "msr cntv_ctl_el0, {}",
+            "msr cntp_ctl_el0, {}",
             "isb",
             in(reg) value,
             options(nomem, nostack, preserves_flags)
@@ -98,7 +99,7 @@ pub fn set_control(value: u64) {
     }
 }
 
-/// The virtual timer's control register (`CNTV_CTL_EL0`), with
+/// The physical timer's control register (`CNTP_CTL_EL0`), with
 /// [`CONTROL_ISTATUS`].
 #[cfg(all(target_arch = "aarch64", target_os = "none"))]
 pub fn control() -> u64 {
@@ -107,7 +108,7 @@ pub fn control() -> u64 {
     // memory, stack or flags are touched.
     unsafe {
         core::arch::asm!(
-            "mrs {}, cntv_ctl_el0",
+            "mrs {}, cntp_ctl_el0",
             out(reg) value,
             options(nomem, nostack, preserves_flags)
         );
@@ -141,14 +142,14 @@ pub fn control() -> u64 {
     0
 }
 
-/// Starts the virtual timer: its interrupt comes once the virtual count
+/// Starts the physical timer: its interrupt comes once the physical count
 /// reaches `compare` (at once if it has).
 pub fn start(compare: u64) {
     set_compare(compare);
     set_control(CONTROL_ENABLE);
 }
 
-/// Stops the virtual timer, which lowers its interrupt line.
+/// Stops the physical timer, which lowers its interrupt line.
 pub fn stop() {
     set_control(0);
 }

@@ -450,14 +450,14 @@ pub(crate) fn run(boot_info: &BootInfo<'_>, slots: &mut SlotAllocator) -> Result
     raw(Syscall::Recv, done, MessageInfo::new(0, 0), [0; 8]);
     report("fault round trip", collected(), overhead, Some(1173));
 
-    // A physical interrupt (the virtual timer's PPI) to a user-level
+    // A physical interrupt (the physical timer's PPI) to a user-level
     // handler thread, from the interrupted spinner's last instruction.
     let handler_slot = kit
         .slots
         .allocate()
         .map_err(|_| SetupError("slots", hyp_abi::Error::IllegalOperation))?;
     IrqControl::new(initial_slots::IRQ_CONTROL)
-        .get(timer::VIRTUAL_TIMER_IRQ, root, handler_slot)
+        .get(timer::TIMER_IRQ, root, handler_slot)
         .map_err(step("get the timer's IRQ handler"))?;
     let interrupts = kit.object(ObjectType::Notification, "retype a notification")?;
     IrqHandler::new(handler_slot)

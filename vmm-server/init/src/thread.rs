@@ -294,7 +294,7 @@ impl fmt::Display for Crash {
                 formatter,
                 "a child thread made an unknown system call at pc {pc:#x}, syndrome {second:#x}"
             ),
-            None => write!(
+            Some(_) | None => write!(
                 formatter,
                 "a message with badge {:#x}, label {}, words {:#x?}",
                 self.badge, self.label, self.words

@@ -1,10 +1,10 @@
 //! `timer-irq`: an interrupt reaches a thread as a notification signal.
 //!
-//! Init takes the handler of the virtual-timer interrupt (PPI 27) from its
+//! Init takes the handler of the physical-timer interrupt (PPI 30) from its
 //! IRQ control capability and points it at a notification through a
 //! capability badged [`TIMER_BADGE`] (which unmasks the interrupt on
 //! init's core, 0). A thread of priority 100 on core 0 programs core 0's
-//! virtual timer [`DELAY_DIVISOR`]ths of a second ahead, waits on the
+//! physical timer [`DELAY_DIVISOR`]ths of a second ahead, waits on the
 //! notification, and on waking checks that the bits are exactly the badge,
 //! that the count has reached the compare value and that the timer says
 //! its condition is met. It stops the timer before it acknowledges the
@@ -19,7 +19,7 @@
 use core::fmt;
 
 use hyp_abi::{Error, ObjectType, Rights, initial_slots};
-use hyp_user::timer::{self, CONTROL_ISTATUS, VIRTUAL_TIMER_IRQ};
+use hyp_user::timer::{self, CONTROL_ISTATUS, TIMER_IRQ};
 use hyp_user::{BootInfo, Endpoint, IrqControl, IrqHandler, Message, Notification, window};
 
 use crate::arena::{Arena, Kind, SetupError, step};
@@ -63,7 +63,7 @@ pub(crate) enum Problem {
     },
     /// On waking, the timer did not say its condition was met.
     NoStatus {
-        /// `CNTV_CTL_EL0` then.
+        /// `CNTP_CTL_EL0` then.
         control: u64,
     },
     /// `IrqHandlerAck` was refused.
@@ -128,7 +128,7 @@ impl fmt::Display for Problem {
             ),
             Problem::NoStatus { control } => write!(
                 formatter,
-                "woke while CNTV_CTL_EL0 = {control:#x} has no ISTATUS"
+                "woke while CNTP_CTL_EL0 = {control:#x} has no ISTATUS"
             ),
             Problem::AckRefused(error) => write!(formatter, "IrqHandlerAck refused: {error}"),
             Problem::Spurious(bits) => write!(
@@ -289,7 +289,7 @@ impl fmt::Display for TimerFailure {
 }
 
 /// The waiting loop (see the module's documentation), run by a thread on
-/// the core whose virtual timer the handler's interrupt is. If
+/// the core whose physical timer the handler's interrupt is. If
 /// `progress` is a window address, it also counts the waits during which
 /// the word there grew (another thread's progress).
 pub(crate) fn wait_for_interrupts(
@@ -347,7 +347,7 @@ pub(crate) fn wait_for_interrupts(
     report
 }
 
-/// Takes the virtual-timer interrupt's handler into a fresh slot and
+/// Takes the physical-timer interrupt's handler into a fresh slot and
 /// points it at a new notification through a capability badged
 /// [`TIMER_BADGE`]. Returns the slots of the notification (the original
 /// capability, all rights) and of the handler.
@@ -367,8 +367,8 @@ pub(crate) fn take_timer_interrupt(arena: &mut Arena<'_>) -> Result<(u64, u64), 
     )?;
     let handler = arena.allocate(1, Kind::Other)?;
     IrqControl::new(initial_slots::IRQ_CONTROL)
-        .get(VIRTUAL_TIMER_IRQ, arena.root(), handler)
-        .map_err(step("IrqControlGet of the virtual timer's interrupt (27)"))?;
+        .get(TIMER_IRQ, arena.root(), handler)
+        .map_err(step("IrqControlGet of the physical timer's interrupt (30)"))?;
     IrqHandler::new(handler)
         .set_notification(Notification::new(badged))
         .map_err(step("IrqHandlerSetNotification"))?;
@@ -428,7 +428,7 @@ impl fmt::Display for Facts {
     fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             formatter,
-            "{} interrupts (IRQ {VIRTUAL_TIMER_IRQ}) woke a priority-{WAITER_PRIORITY} thread, \
+            "{} interrupts (IRQ {TIMER_IRQ}) woke a priority-{WAITER_PRIORITY} thread, \
              badge {TIMER_BADGE:#x}, none early; counter {} Hz, woke {} to {} us late",
             self.report.completed,
             self.frequency,

@@ -82,7 +82,7 @@ fn copy_kernel(kernel: &Kernel<Arena>) -> Kernel<Arena> {
 }
 
 fn boot() -> (Kernel<Arena>, ThreadRef) {
-    let mut kernel = Kernel::new(Arena::default(), 2, 256, [26, 25]);
+    let mut kernel = Kernel::new(Arena::default(), 2, 256, [26, 25, 27]);
     let free = [Region {
         base: 0x100_0000,
         size: 0x400_0000,
