@@ -176,12 +176,21 @@ extern "C" fn boot_primary(device_tree_address: u64) -> ! {
     provoke_fault_if_asked();
     provoke_panic_if_asked();
     let image = arch::image_layout();
+    let payload = threads::find_payload(&platform.memory, image.end);
+    if let Some(payload) = payload {
+        println!(
+            "hyp: boot payload at {:#x}: {} MiB",
+            payload.base,
+            payload.size >> 20
+        );
+    }
+    let image_end = payload.map_or(image.end, |payload| payload.base + payload.size);
     let map = threads::MemoryMap {
         ram: &platform.memory,
         reserved: [
             Region {
                 base: image.start,
-                size: image.end - image.start,
+                size: image_end - image.start,
             },
             Region {
                 base: device_tree_address,
@@ -189,7 +198,26 @@ extern "C" fn boot_primary(device_tree_address: u64) -> ! {
             },
         ],
     };
-    match threads::start(&map, online) {
+    let (gic_virtual_cpu_interface, device) = match &platform.gic {
+        Gic::V2 {
+            virtual_cpu_interface: Some(region),
+            ..
+        } => (
+            region.base,
+            Some(Region {
+                base: region.base,
+                size: region.size,
+            }),
+        ),
+        _ => (0, None),
+    };
+    let extras = hyp_core::root_task::BootExtras {
+        payload,
+        gic_version: u64::from(platform.gic.version()),
+        gic_virtual_cpu_interface,
+        console_irq: 0,
+    };
+    match threads::start(&map, online, device.as_slice(), &extras) {
         Ok(()) => threads::run(0),
         Err(problem) => {
             println!("hyp: no threads run: {problem}");

@@ -88,8 +88,42 @@ fn free_regions(map: &MemoryMap<'_>) -> ([Region; MAX_FREE], usize) {
     (out, count)
 }
 
+/// The boot payload the build tool packed after the image (2 MiB aligned
+/// after `image_end`), if there is one: its directory's magic and size,
+/// read from RAM, decide.
+pub fn find_payload(ram: &[hyp_core::platform::MemoryRegion], image_end: u64) -> Option<Region> {
+    use hyp_abi::payload;
+    let base = image_end.checked_next_multiple_of(payload::ALIGNMENT)?;
+    let in_ram = |address: u64, size: u64| {
+        ram.iter().any(|region| {
+            address >= region.base
+                && address.saturating_add(size) <= region.base.saturating_add(region.size)
+        })
+    };
+    if !in_ram(base, payload::DIRECTORY_SIZE as u64) {
+        return None;
+    }
+    let word = |index: u64| {
+        let address = usize::try_from(base + 8 * index).ok()? as *const u64;
+        // SAFETY: the directory page lies in RAM (checked above), which the
+        // EL2 table maps; nothing else uses memory past the image at boot,
+        // and any bits are a valid u64.
+        Some(unsafe { address.read_volatile() })
+    };
+    if word(0)? != payload::MAGIC || word(1)? != payload::VERSION {
+        return None;
+    }
+    let size = word(2)?.checked_next_multiple_of(payload::ALIGNMENT)?;
+    in_ram(base, size).then_some(Region { base, size })
+}
+
 /// Builds the kernel and the root task on the boot core.
-pub fn start(map: &MemoryMap<'_>, cores: usize) -> Result<(), &'static str> {
+pub fn start(
+    map: &MemoryMap<'_>,
+    cores: usize,
+    device: &[Region],
+    extras: &root_task::BootExtras,
+) -> Result<(), &'static str> {
     let (mut free, count) = free_regions(map);
     let free = &mut free[..count];
     // The page-info table spans all RAM (lowest to highest address).
@@ -135,7 +169,7 @@ pub fn start(map: &MemoryMap<'_>, cores: usize) -> Result<(), &'static str> {
         u16::try_from(interrupts::MAINTENANCE_INTID).unwrap_or(0),
         u16::try_from(interrupts::VIRTUAL_TIMER_INTID).unwrap_or(0),
     ];
-    let thread = match root_task::build(&mut kernel, &image, free, &[]) {
+    let thread = match root_task::build(&mut kernel, &image, free, device, extras) {
         Ok(thread) => thread,
         Err(error) => {
             println!("hyp: cannot build the root task: {error}");

@@ -262,13 +262,19 @@ pub mod frame_attributes {
 /// CNode's radix (log2 of its slots), 8 first slot of the capabilities to
 /// the root task's image frames, 9 their number (4 KiB frames, in address
 /// order from [`crate::user_layout::IMAGE_BASE`]), 10 the first address
-/// after the image; then `n` pairs (physical base, `size bits | device <<
-/// 8`), in slot order.
+/// after the image; 11 the first slot of the boot payload's 2 MiB frame
+/// capabilities (guest images and the system description, packed after
+/// the hypervisor image; see [`payload`]), 12 their number, 13 the
+/// payload's size in bytes (0: none); 14 the GIC version (2 or 3), 15 the
+/// physical address of the GICv2 virtual CPU interface (`GICV`; 0 if
+/// none), 16 the console UART's interrupt (0 if unknown); then, from word
+/// 20, `n` pairs (physical base, `size bits | device << 8`), in slot
+/// order.
 pub mod boot_info {
     /// First word: "hypBOOT\0" as a little-endian u64.
     pub const MAGIC: u64 = u64::from_le_bytes(*b"hypBOOT\0");
     /// Layout version.
-    pub const VERSION: u64 = 1;
+    pub const VERSION: u64 = 2;
     /// Word index of the untyped count.
     pub const UNTYPED_COUNT: usize = 2;
     /// Word index of the first untyped slot.
@@ -287,8 +293,20 @@ pub mod boot_info {
     pub const IMAGE_FRAMES: usize = 9;
     /// Word index of the first address after the image.
     pub const IMAGE_END: usize = 10;
+    /// Word index of the first slot of the payload's frame capabilities.
+    pub const FIRST_PAYLOAD_FRAME_SLOT: usize = 11;
+    /// Word index of the number of payload frames (2 MiB each).
+    pub const PAYLOAD_FRAMES: usize = 12;
+    /// Word index of the payload's size in bytes.
+    pub const PAYLOAD_SIZE: usize = 13;
+    /// Word index of the GIC version.
+    pub const GIC_VERSION: usize = 14;
+    /// Word index of the GICv2 virtual CPU interface's physical address.
+    pub const GIC_VIRTUAL_CPU_INTERFACE: usize = 15;
+    /// Word index of the console UART's interrupt.
+    pub const CONSOLE_IRQ: usize = 16;
     /// Word index of the first untyped descriptor.
-    pub const UNTYPED_DESCRIPTORS: usize = 11;
+    pub const UNTYPED_DESCRIPTORS: usize = 20;
     /// Untyped descriptors that fit in the 4 KiB page.
     pub const MAX_UNTYPED: usize = (4096 / 8 - UNTYPED_DESCRIPTORS) / 2;
 
@@ -296,6 +314,32 @@ pub mod boot_info {
         UNTYPED_DESCRIPTORS + 2 * MAX_UNTYPED <= 4096 / 8,
         "fits a page"
     );
+}
+
+/// The boot payload: what the build tool packs after the hypervisor
+/// image, 2 MiB aligned (guest kernels, initrds, the system description).
+/// It starts with a 4 KiB directory: word 0 [`payload::MAGIC`], word 1
+/// [`payload::VERSION`], word 2 the payload's size in bytes, word 3 the
+/// number of entries; then from byte 64 one 48-byte entry each: a name of
+/// 32 bytes (UTF-8, NUL padded), the offset from the payload's start (a
+/// multiple of 2 MiB) and the size in bytes.
+pub mod payload {
+    /// "hypPAYLD" as a little-endian u64.
+    pub const MAGIC: u64 = u64::from_le_bytes(*b"hypPAYLD");
+    /// Layout version.
+    pub const VERSION: u64 = 1;
+    /// Bytes of the directory.
+    pub const DIRECTORY_SIZE: usize = 4096;
+    /// Byte offset of the first entry.
+    pub const FIRST_ENTRY: usize = 64;
+    /// Bytes per entry.
+    pub const ENTRY_SIZE: usize = 48;
+    /// Bytes of an entry's name.
+    pub const NAME_SIZE: usize = 32;
+    /// Entries that fit the directory.
+    pub const MAX_ENTRIES: usize = (DIRECTORY_SIZE - FIRST_ENTRY) / ENTRY_SIZE;
+    /// Alignment of the payload and of each entry.
+    pub const ALIGNMENT: u64 = 2 << 20;
 }
 
 #[cfg(test)]

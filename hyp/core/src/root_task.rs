@@ -200,6 +200,20 @@ impl<S: KernelStore> Builder<'_, S> {
     }
 }
 
+/// What else the root task learns at boot besides its memory.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct BootExtras {
+    /// The boot payload (2 MiB aligned, reserved by the kernel), if the
+    /// image has one: the root task gets 2 MiB frames over it.
+    pub payload: Option<Region>,
+    /// The GIC version (2 or 3).
+    pub gic_version: u64,
+    /// The GICv2 virtual CPU interface's physical address (0: none).
+    pub gic_virtual_cpu_interface: u64,
+    /// The console UART's interrupt (0: unknown).
+    pub console_irq: u64,
+}
+
 /// Builds the root task from `image` in `free` memory (sorted or not; the
 /// regions must not overlap each other or anything the kernel uses), gives
 /// it the rest of `free` and all of `device` as untyped capabilities, and
@@ -209,6 +223,7 @@ pub fn build<S: KernelStore + BootMemory>(
     image: &Image<'_>,
     free: &[Region],
     device: &[Region],
+    extras: &BootExtras,
 ) -> Result<ObjectRef, RootTaskError> {
     // The root task's objects come from the start of the largest region.
     let largest = free
@@ -319,6 +334,39 @@ pub fn build<S: KernelStore + BootMemory>(
     }
     let image_frames = builder.next_slot - first_image_slot;
 
+    // The payload's frames keep their contents: they are made over memory
+    // the kernel reserved (never untyped), not zeroed.
+    let first_payload_slot = builder.next_slot;
+    let mut payload_frames = 0;
+    if let Some(payload) = extras.payload {
+        let frame_size = 1u64 << 21;
+        if !payload.base.is_multiple_of(frame_size) {
+            return Err(RootTaskError::BadSegment(payload.base));
+        }
+        let mut address = payload.base;
+        while address < payload.base.saturating_add(payload.size) {
+            let slot = builder.allocate_slot()?;
+            let object = ObjectRef(address);
+            builder
+                .kernel
+                .store
+                .create(object, ObjectType::Frame2M, 0, true);
+            cspace::insert_root(
+                &mut builder.kernel.store,
+                slot,
+                Capability::Frame {
+                    object,
+                    size_bits: 21,
+                    rights: read_write,
+                    device: false,
+                    mapped: None,
+                },
+            )?;
+            payload_frames += 1;
+            address += frame_size;
+        }
+    }
+
     // Untyped capabilities for everything left.
     let mut words = [0u64; 512];
     let first_untyped = builder.next_slot;
@@ -377,6 +425,12 @@ pub fn build<S: KernelStore + BootMemory>(
     words[boot_info::FIRST_IMAGE_FRAME_SLOT] = first_image_slot;
     words[boot_info::IMAGE_FRAMES] = image_frames;
     words[boot_info::IMAGE_END] = image_end;
+    words[boot_info::FIRST_PAYLOAD_FRAME_SLOT] = first_payload_slot;
+    words[boot_info::PAYLOAD_FRAMES] = payload_frames;
+    words[boot_info::PAYLOAD_SIZE] = extras.payload.map_or(0, |payload| payload.size);
+    words[boot_info::GIC_VERSION] = extras.gic_version;
+    words[boot_info::GIC_VIRTUAL_CPU_INTERFACE] = extras.gic_virtual_cpu_interface;
+    words[boot_info::CONSOLE_IRQ] = extras.console_irq;
     let mut bytes = [0u8; 4096];
     for (chunk, word) in bytes.chunks_exact_mut(8).zip(words) {
         chunk.copy_from_slice(&word.to_le_bytes());

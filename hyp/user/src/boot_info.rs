@@ -364,6 +364,38 @@ impl<'page> BootInfo<'page> {
         self.image_end
     }
 
+    /// The slot of the boot payload's first 2 MiB frame capability; frame
+    /// `i` (the payload's bytes from `i * 2 MiB`) is `i` slots later.
+    pub fn first_payload_frame_slot(&self) -> u64 {
+        self.page[layout::FIRST_PAYLOAD_FRAME_SLOT]
+    }
+
+    /// The number of 2 MiB payload frames.
+    pub fn payload_frames(&self) -> u64 {
+        self.page[layout::PAYLOAD_FRAMES]
+    }
+
+    /// The payload's size in bytes (0: the image has no payload); never
+    /// more than its frames cover.
+    pub fn payload_size(&self) -> u64 {
+        self.page[layout::PAYLOAD_SIZE].min(self.payload_frames().saturating_mul(2 << 20))
+    }
+
+    /// The GIC version (2 or 3).
+    pub fn gic_version(&self) -> u64 {
+        self.page[layout::GIC_VERSION]
+    }
+
+    /// The physical address of the GICv2 virtual CPU interface (0: none).
+    pub fn gic_virtual_cpu_interface(&self) -> u64 {
+        self.page[layout::GIC_VIRTUAL_CPU_INTERFACE]
+    }
+
+    /// The console UART's interrupt (0: unknown).
+    pub fn console_irq(&self) -> u64 {
+        self.page[layout::CONSOLE_IRQ]
+    }
+
     /// Untyped descriptor `index`, or `None` beyond the count.
     pub fn untyped(&self, index: usize) -> Option<UntypedDescriptor> {
         if index >= self.untyped_count {
@@ -454,10 +486,10 @@ mod tests {
             Err(BootInfoError::BadMagic { .. })
         ));
         let mut page = good_page();
-        page[1] = 2;
+        page[1] = 1;
         assert_eq!(
             BootInfo::parse(&page).unwrap_err(),
-            BootInfoError::UnsupportedVersion { found: 2 }
+            BootInfoError::UnsupportedVersion { found: 1 }
         );
     }
 

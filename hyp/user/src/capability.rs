@@ -67,6 +67,8 @@ capability_handles! {
     IrqControl;
     /// The authority over one interrupt.
     IrqHandler;
+    /// A virtual CPU.
+    Vcpu;
 }
 
 /// The registers `TcbReadRegisters` returns.
@@ -471,6 +473,42 @@ impl IrqHandler {
     /// `IrqHandlerAck`: re-enables the interrupt after handling it.
     pub fn acknowledge(self) -> Result<(), Error> {
         invoke_unit(self.0, InvocationLabel::IrqHandlerAck, &[], &[])
+    }
+}
+
+impl Vcpu {
+    /// `VcpuSetTcb`: `thread` (suspended, not bound yet) runs as this VCPU
+    /// from now on, at EL1.
+    pub fn set_tcb(self, thread: Tcb) -> Result<(), Error> {
+        invoke_unit(self.0, InvocationLabel::VcpuSetTcb, &[], &[thread.0])
+    }
+
+    /// `VcpuReadRegister`: EL1 register `register`
+    /// ([`hyp_abi::vcpu_register`]).
+    pub fn read_register(self, register: u64) -> Result<u64, Error> {
+        invoke(self.0, InvocationLabel::VcpuReadRegister, &[register], &[]).map(|words| words[0])
+    }
+
+    /// `VcpuWriteRegister`: sets EL1 register `register` of a VCPU whose
+    /// thread is not running.
+    pub fn write_register(self, register: u64, value: u64) -> Result<(), Error> {
+        invoke_unit(
+            self.0,
+            InvocationLabel::VcpuWriteRegister,
+            &[register, value],
+            &[],
+        )
+    }
+
+    /// `VcpuInjectIrq`: makes virtual interrupt `intid` pending at
+    /// `priority`.
+    pub fn inject_irq(self, intid: u64, priority: u64) -> Result<(), Error> {
+        invoke_unit(
+            self.0,
+            InvocationLabel::VcpuInjectIrq,
+            &[intid, priority],
+            &[],
+        )
     }
 }
 

@@ -53,6 +53,7 @@ pub mod window;
 pub use boot_info::BootInfo;
 pub use capability::{
     CNode, Endpoint, Frame, IrqControl, IrqHandler, Notification, PageTable, Tcb, Untyped, VSpace,
+    Vcpu,
 };
 pub use hyp_abi::{Error, Rights};
 pub use ipc::{Message, Received};

@@ -170,6 +170,6 @@ mod tests {
     #[test]
     fn control_bits_are_the_architected_ones() {
         assert_eq!(CONTROL_ENABLE | CONTROL_IMASK | CONTROL_ISTATUS, 0b111);
-        assert_eq!(VIRTUAL_TIMER_IRQ, 16 + 11, "PPI 11");
+        assert_eq!(TIMER_IRQ, 16 + 14, "PPI 14");
     }
 }

@@ -87,7 +87,8 @@ fn boot() -> (Kernel<Arena>, ThreadRef) {
         base: 0x100_0000,
         size: 0x400_0000,
     }];
-    let thread = root_task::build(&mut kernel, &image(), &free, &[]).unwrap();
+    let thread = root_task::build(&mut kernel, &image(), &free, &[], &root_task::BootExtras::default())
+        .unwrap();
     let mut effects = Effects::default();
     kernel.schedule(0, &mut effects);
     assert_eq!(kernel.current(0), Some(thread));
