@@ -215,8 +215,11 @@ extern "C" fn boot_primary(device_tree_address: u64) -> ! {
         payload,
         gic_version: u64::from(platform.gic.version()),
         gic_virtual_cpu_interface,
-        console_irq: 0,
+        console_irq: u64::from(platform.console.interrupt.unwrap_or(0)),
     };
+    if platform.console.interrupt.is_some() {
+        console::enable_input_interrupt();
+    }
     match threads::start(&map, online, device.as_slice(), &extras) {
         Ok(()) => threads::run(0),
         Err(problem) => {

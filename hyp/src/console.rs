@@ -59,6 +59,60 @@ impl ConsoleUart {
     }
 }
 
+impl ConsoleUart {
+    /// The next byte received, if any (never waits).
+    ///
+    /// # Safety
+    /// As for [`ConsoleUart::write_fmt`]; and only the console code reads
+    /// the receive FIFO.
+    unsafe fn read_byte(self) -> Option<u8> {
+        let base = usize::try_from(self.base).ok()?;
+        match self.kind {
+            // SAFETY: the caller's contract: `base` is a PL011.
+            UartKind::Pl011 => unsafe { Pl011::new(base) }.read_byte(),
+            // SAFETY: the caller's contract: `base` is a mini-UART.
+            UartKind::Bcm2835Aux => unsafe { MiniUart::new(base) }.read_byte(),
+        }
+    }
+
+    /// Makes the UART interrupt while received bytes wait.
+    ///
+    /// # Safety
+    /// As for [`ConsoleUart::write_fmt`].
+    unsafe fn enable_receive_interrupt(self) {
+        let Ok(base) = usize::try_from(self.base) else {
+            return;
+        };
+        match self.kind {
+            // SAFETY: the caller's contract: `base` is a PL011.
+            UartKind::Pl011 => unsafe { Pl011::new(base) }.enable_receive_interrupt(),
+            // SAFETY: the caller's contract: `base` is a mini-UART.
+            UartKind::Bcm2835Aux => unsafe { MiniUart::new(base) }.enable_receive_interrupt(),
+        }
+    }
+}
+
+/// The next byte typed on the console, if one waits (the debug system
+/// call `DebugGetChar`; the console's interrupt, handed to user space
+/// through an IrqHandler, says when to ask).
+pub fn read_byte() -> Option<u8> {
+    let uart = CONSOLE.get()?;
+    let _irqs = registers::mask_irqs();
+    let _output = OUTPUT.lock();
+    // SAFETY: `install`'s contract covers the installed UART; the output
+    // lock keeps this core the only one at its registers.
+    unsafe { uart.read_byte() }
+}
+
+/// Lets the console's UART raise its interrupt when input arrives (boot).
+pub fn enable_input_interrupt() {
+    let Some(uart) = CONSOLE.get() else { return };
+    let _irqs = registers::mask_irqs();
+    let _output = OUTPUT.lock();
+    // SAFETY: as in `read_byte`.
+    unsafe { uart.enable_receive_interrupt() };
+}
+
 /// The console UART, set once when the MMU is on; unset before.
 static CONSOLE: Once<ConsoleUart> = Once::new();
 /// Serializes output so lines of different cores do not interleave.

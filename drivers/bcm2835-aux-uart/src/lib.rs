@@ -47,7 +47,7 @@ register_structs! {
     /// The `AUX_MU_*` registers, from `AUX_MU_IO_REG` on.
     Registers {
         (0x00 => io: ReadWrite<u32, IO::Register>),
-        (0x04 => _ier: ReadWrite<u32>),
+        (0x04 => ier: ReadWrite<u32>),
         (0x08 => _iir: ReadWrite<u32>),
         (0x0c => _lcr: ReadWrite<u32>),
         (0x10 => _mcr: ReadWrite<u32>),
@@ -111,6 +111,21 @@ impl MiniUart {
         while !registers.lsr.is_set(LSR::TX_IDLE) {
             core::hint::spin_loop();
         }
+    }
+
+    /// The next received byte, if the receive FIFO holds one.
+    pub fn read_byte(&self) -> Option<u8> {
+        let registers = self.registers();
+        if !registers.lsr.is_set(LSR::DATA_READY) {
+            return None;
+        }
+        Some((registers.io.get() & 0xff) as u8)
+    }
+
+    /// Raises the UART's (auxiliary) interrupt while received bytes wait
+    /// (`AUX_MU_IER_REG` bit 0; the transmit interrupt stays off).
+    pub fn enable_receive_interrupt(&self) {
+        self.registers().ier.set(1);
     }
 }
 

@@ -62,7 +62,9 @@ register_structs! {
         (0x018 => fr: ReadOnly<u32, FR::Register>),
         (0x01c => _reserved1),
         (0x030 => cr: ReadWrite<u32, CR::Register>),
-        (0x034 => @END),
+        (0x034 => _reserved2),
+        (0x038 => imsc: ReadWrite<u32>),
+        (0x03c => @END),
     }
 }
 
@@ -122,6 +124,25 @@ impl Pl011 {
         while registers.fr.is_set(FR::BUSY) {
             core::hint::spin_loop();
         }
+    }
+
+    /// The next received byte, if the receive FIFO holds one.
+    pub fn read_byte(&self) -> Option<u8> {
+        let registers = self.registers();
+        if registers.fr.is_set(FR::RXFE) {
+            return None;
+        }
+        // The low 8 bits are the character; bits 8..11 its error flags.
+        Some((registers.dr.get() & 0xff) as u8)
+    }
+
+    /// Switches the receiver on and raises the UART's interrupt while
+    /// received bytes wait (receive and receive-timeout interrupts, bits
+    /// 4 and 6 of UARTIMSC); the other interrupt sources stay masked.
+    pub fn enable_receive_interrupt(&self) {
+        let registers = self.registers();
+        registers.cr.modify(CR::RXE::SET);
+        registers.imsc.set((1 << 4) | (1 << 6));
     }
 }
 

@@ -57,6 +57,11 @@ pub enum Syscall {
     Yield = 9,
     /// Debug builds only: write the byte in `x0` to the kernel console.
     DebugPutChar = 0x100,
+    /// Debug console input: returns in `x0` the next byte typed on the
+    /// hypervisor console, or `u64::MAX` if none waits. The console
+    /// UART's interrupt (boot info) can be taken with an IrqHandler to
+    /// learn when to ask.
+    DebugGetChar = 0x101,
 }
 
 /// Register that holds the syscall number.
@@ -91,6 +96,7 @@ impl Syscall {
             8 => Syscall::Poll,
             9 => Syscall::Yield,
             0x100 => Syscall::DebugPutChar,
+            0x101 => Syscall::DebugGetChar,
             _ => return None,
         })
     }
@@ -360,6 +366,7 @@ mod tests {
             Syscall::Poll,
             Syscall::Yield,
             Syscall::DebugPutChar,
+            Syscall::DebugGetChar,
         ] {
             assert_eq!(Syscall::from_number(syscall as u64), Some(syscall));
         }

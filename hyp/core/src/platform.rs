@@ -72,6 +72,9 @@ pub struct Console {
     pub kind: UartKind,
     /// Its registers (`reg` entry 0, translated).
     pub region: MemoryRegion,
+    /// Its interrupt (INTID), if its `interrupts` names a GIC SPI or PPI
+    /// with three cells; the console works without it (no input).
+    pub interrupt: Option<u32>,
 }
 
 /// The interrupt controller.
@@ -676,7 +679,15 @@ fn console(path: &[Node<'_>]) -> Result<Console, PlatformError> {
         node: "console",
         index: 0,
     })?;
-    Ok(Console { kind, region })
+    let interrupt = node
+        .properties
+        .get("interrupts")
+        .and_then(|interrupts| gic_interrupt(interrupts, 3, 0, "console").ok().flatten());
+    Ok(Console {
+        kind,
+        region,
+        interrupt,
+    })
 }
 
 /// The GIC at the end of `path`, or `None` if it is another kind of
@@ -1657,7 +1668,8 @@ mod tests {
             platform.console,
             Console {
                 kind: UartKind::Pl011,
-                region: region(0xfe20_1000, 0x200)
+                region: region(0xfe20_1000, 0x200),
+                interrupt: None,
             }
         );
         assert_eq!(

@@ -53,7 +53,8 @@ fn check_virt_common(platform: &Platform) {
         platform.console,
         Console {
             kind: UartKind::Pl011,
-            region: region(0x0900_0000, 0x1000)
+            region: region(0x0900_0000, 0x1000),
+            interrupt: Some(33),
         }
     );
     assert_eq!(
@@ -139,7 +140,8 @@ fn raspi4b() {
         platform.console,
         Console {
             kind: UartKind::Bcm2835Aux,
-            region: region(0xfe21_5040, 0x40)
+            region: region(0xfe21_5040, 0x40),
+            interrupt: Some(125),
         }
     );
     // /soc maps 0x40000000 to 0xff800000; the legacy ARM local interrupt

@@ -265,6 +265,19 @@ pub fn debug_put_char(byte: u8) {
     );
 }
 
+/// `DebugGetChar`: the next byte typed on the hypervisor console, if one
+/// waits.
+pub fn debug_get_char() -> Option<u8> {
+    let reply = syscall(
+        Syscall::DebugGetChar,
+        0,
+        MessageInfo::new(0, 0),
+        [0; REGISTER_MESSAGE_WORDS],
+        [0; 3],
+    );
+    u8::try_from(reply.words[0]).ok()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
