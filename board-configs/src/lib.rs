@@ -10,6 +10,8 @@
 #![no_std]
 #![forbid(unsafe_code)]
 
+pub mod system;
+
 /// A physical memory range `[base, base + size)`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Range {

@@ -92,8 +92,36 @@ pub fn build(board: &str, features: &[String]) -> Result<Built, String> {
     Ok(Built { elf, image })
 }
 
+/// Builds `hyp` for `board` and packs the system description `system`
+/// with the guest images it names after it (`system.rs`, `payload.rs`):
+/// `build/images/<board>[+features]/hyp+<system>.img`.
+pub fn build_with_system(board: &str, features: &[String], system: &str) -> Result<Built, String> {
+    let spec = board_configs::find(board).ok_or_else(|| format!("unknown board `{board}`"))?;
+    let built = build(board, features)?;
+    let payload = crate::system::build_payload(system, board)?;
+    let mut bytes = std::fs::read(&built.image)
+        .map_err(|error| format!("cannot read {}: {error}", built.image.display()))?;
+    crate::payload::append(&mut bytes, &payload)?;
+    check_header(&bytes, spec.load_address - spec.ram_base)?;
+    let stem = std::path::Path::new(system)
+        .file_stem()
+        .map_or_else(|| "system".to_owned(), |stem| stem.to_string_lossy().into_owned());
+    let image = built.image.with_file_name(format!("hyp+{stem}.img"));
+    std::fs::write(&image, &bytes)
+        .map_err(|error| format!("cannot write {}: {error}", image.display()))?;
+    println!(
+        "xtask: boot image with system `{system}`: {} ({} MiB)",
+        image.display(),
+        bytes.len() >> 20
+    );
+    Ok(Built {
+        elf: built.elf,
+        image,
+    })
+}
+
 /// Finds `llvm-objcopy` of the `llvm-tools` component of the pinned toolchain.
-fn objcopy() -> Result<PathBuf, String> {
+pub fn objcopy() -> Result<PathBuf, String> {
     let output = |arguments: &[&str]| -> Result<String, String> {
         let result = Command::new("rustc")
             .args(arguments)

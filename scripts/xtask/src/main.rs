@@ -12,6 +12,9 @@
 
 mod bench;
 mod image;
+mod linux;
+mod payload;
+mod system;
 mod qemu;
 mod sdcard;
 mod systest;
@@ -27,9 +30,14 @@ const USAGE: &str = "\
 usage: cargo xtask <command> [options]
 
 commands:
-  build    [--board B] [--features F]     build hyp and its boot image
-  run      [--board B] [--gic 2|3] [--smp N] [--features F]
-                                          build, then boot in QEMU (quit: Ctrl-A X)
+  build    [--board B] [--features F] [--system S]
+                                          build hyp and its boot image; with --system,
+                                          pack a system description (a name in
+                                          board-configs/systems/ or a file) and its guests
+  run      [--board B] [--gic 2|3] [--smp N] [--features F] [--system S | --no-system]
+                                          build, then boot in QEMU (quit: Ctrl-A X); the
+                                          `default` system (Linux and the Rust test guest)
+                                          unless told otherwise
   test                                    host tests, clippy (host and target), the
                                           Miri tests, every system test in QEMU, and
                                           one benchmark run (figures printed only)
@@ -41,6 +49,9 @@ commands:
                                           Raspberry Pi 4: build/sdcard/hyp-rpi4-sdcard.img
   bench                                   kernel benchmarks under QEMU -icount shift=0
                                           (instruction counts; a table, not a test)
+  linux-bare [--gic 2|3] [--bench]        the Linux guest without the hypervisor: boot it,
+                                          type at its shell, power it off; --bench: count
+                                          the instructions from power-on to its /init
 
 boards: qemu-virt (default), rpi4 (QEMU raspi4b; the image also boots a real Pi 4)";
 
@@ -63,14 +74,23 @@ fn run(arguments: &[String]) -> Result<(), String> {
     match command.as_str() {
         "build" => {
             let options = Options::parse(rest)?;
-            let built = image::build(&options.board, &options.features)?;
+            let built = match &options.system {
+                Some(system) => image::build_with_system(&options.board, &options.features, system)?,
+                None => image::build(&options.board, &options.features)?,
+            };
             println!("xtask: boot image {}", built.image.display());
             println!("xtask: ELF with symbols {}", built.elf.display());
             Ok(())
         }
         "run" => {
             let options = Options::parse(rest)?;
-            let built = image::build(&options.board, &options.features)?;
+            // `run` boots the default system unless told otherwise.
+            let built = if options.no_system {
+                image::build(&options.board, &options.features)?
+            } else {
+                let system = options.system.as_deref().unwrap_or("default");
+                image::build_with_system(&options.board, &options.features, system)?
+            };
             let machine = qemu::Machine::for_board(&options.board, options.gic, options.smp)?;
             qemu::run_interactive(&machine, &built.image)
         }
@@ -96,6 +116,7 @@ fn run(arguments: &[String]) -> Result<(), String> {
             }
             bench::run()
         }
+        "linux-bare" => linux::run_bare(rest),
         "help" | "--help" | "-h" => {
             println!("{USAGE}");
             Ok(())
@@ -111,6 +132,10 @@ struct Options {
     gic: Option<u8>,
     smp: Option<u32>,
     features: Vec<String>,
+    /// `--system NAME|FILE`: pack this system description and its guests.
+    system: Option<String>,
+    /// `--no-system`: `run` boots the hypervisor without guests.
+    no_system: bool,
 }
 
 impl Options {
@@ -120,6 +145,8 @@ impl Options {
             gic: None,
             smp: None,
             features: Vec::new(),
+            system: None,
+            no_system: false,
         };
         let mut iterator = arguments.iter();
         while let Some(flag) = iterator.next() {
@@ -150,6 +177,8 @@ impl Options {
                     options.smp = Some(cores);
                 }
                 "--features" => options.features.push(value()?),
+                "--system" => options.system = Some(value()?),
+                "--no-system" => options.no_system = true,
                 other => return Err(format!("unknown option `{other}`\n{USAGE}")),
             }
         }
@@ -324,9 +353,13 @@ mod tests {
                 board: "rpi4".into(),
                 gic: Some(3),
                 smp: Some(4),
-                features: vec![]
+                features: vec![],
+                system: None,
+                no_system: false,
             }
         );
+        let with_system = Options::parse(&strings(&["--system", "test-guest"])).unwrap();
+        assert_eq!(with_system.system.as_deref(), Some("test-guest"));
         assert_eq!(Options::parse(&[]).unwrap().board, "qemu-virt");
     }
 

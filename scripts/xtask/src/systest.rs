@@ -34,6 +34,11 @@ pub struct SystemTest {
     machine: MachineSpec,
     expect: Vec<String>,
     forbid: Vec<&'static str>,
+    /// A system description to pack with its guests (`--system`).
+    system: Option<&'static str>,
+    /// Lines to type on the console, each once the transcript holds its
+    /// trigger, in order.
+    dialogue: &'static [(&'static str, &'static str)],
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -97,6 +102,8 @@ pub fn all() -> Vec<SystemTest> {
         },
         expect: boot_markers("qemu-virt", gic, "1024 MiB", cores),
         forbid: BOOT_FORBIDDEN.to_vec(),
+        system: None,
+        dialogue: &[],
     };
     vec![
         virt("virt-gicv2-1core", 2, 1),
@@ -109,6 +116,8 @@ pub fn all() -> Vec<SystemTest> {
             machine: MachineSpec::Raspi4b,
             expect: boot_markers("rpi4", 2, "960 MiB", 4),
             forbid: BOOT_FORBIDDEN.to_vec(),
+            system: None,
+            dialogue: &[],
         },
         SystemTest {
             name: "el2-exception-report",
@@ -130,6 +139,8 @@ pub fn all() -> Vec<SystemTest> {
                 "hyp: core 0 parked".into(),
             ],
             forbid: vec!["PANIC"],
+            system: None,
+            dialogue: &[],
         },
         SystemTest {
             name: "panic-report",
@@ -147,6 +158,8 @@ pub fn all() -> Vec<SystemTest> {
                 "hyp: core 0 parked".into(),
             ],
             forbid: vec!["unexpected"],
+            system: None,
+            dialogue: &[],
         },
         SystemTest {
             name: "entered-at-el1",
@@ -159,8 +172,90 @@ pub fn all() -> Vec<SystemTest> {
             },
             expect: vec!["hyp: entered at EL1; hyp must be started at EL2".into()],
             forbid: vec!["hyp: ready"],
+            system: None,
+            dialogue: &[],
         },
+        guest_test("guest-test-gicv2", 2),
+        guest_test("guest-test-gicv3", 3),
+        linux("linux-gicv2", 2),
+        linux("linux-gicv3", 3),
     ]
+}
+
+/// What must not appear when guests run: the boot's list, minus "failed"
+/// (Linux prints it for harmless probes).
+const GUEST_FORBIDDEN: &[&str] = &[
+    "PANIC",
+    "init: panic",
+    "kernel bug",
+    "FAIL",
+    "Kernel panic",
+    "vmm: ",
+];
+
+/// The Rust test guest alone under the hypervisor.
+fn guest_test(name: &'static str, gic: u8) -> SystemTest {
+    SystemTest {
+        name,
+        board: "qemu-virt",
+        features: &[],
+        machine: MachineSpec::Virt {
+            gic,
+            cores: 2,
+            at_el2: true,
+        },
+        expect: vec![
+            "init: guest rust-test: started".into(),
+            "[rust-test] test-guest: console: PASS".into(),
+            "[rust-test] test-guest: hvc: PASS".into(),
+            "[rust-test] test-guest: vtimer: PASS".into(),
+            "[rust-test] test-guest: sgi: PASS".into(),
+            "[rust-test] test-guest: all 4 checks passed".into(),
+            "vmm rust-test: guest powered off (PSCI SYSTEM_OFF)".into(),
+        ],
+        forbid: GUEST_FORBIDDEN.to_vec(),
+        system: Some("test-guest"),
+        dialogue: &[],
+    }
+}
+
+/// The default system: the Debian kernel with its busybox initramfs, and
+/// the Rust test guest beside it, which reads outside its RAM (into where
+/// the Linux guest's RAM is in that guest's address space) and gets an
+/// abort from its VMM.
+fn linux(name: &'static str, gic: u8) -> SystemTest {
+    SystemTest {
+        name,
+        board: "qemu-virt",
+        features: &[],
+        machine: MachineSpec::Virt {
+            gic,
+            cores: 2,
+            at_el2: true,
+        },
+        expect: vec![
+            "init: guest linux: started".into(),
+            "[linux] Booting Linux on physical CPU 0x0000000000".into(),
+            "[linux] CPU: All CPU(s) started at EL1".into(),
+            "[linux] guest-init: reached /init".into(),
+            "[linux] guest-init: shell ready".into(),
+            "[linux] Linux (none) 6.1".into(),
+            "aarch64 GNU/Linux".into(),
+            "arch_timer".into(),
+            if gic == 2 { "GIC-0".into() } else { "GICv3".into() },
+            "vmm linux: guest powered off (PSCI SYSTEM_OFF)".into(),
+            "[rust-test] test-guest: isolation: PASS".into(),
+            "vmm rust-test: VCPU 0 read 4 byte(s) at 0x48000000".into(),
+            "[rust-test] test-guest: all 5 checks passed".into(),
+        ],
+        forbid: GUEST_FORBIDDEN.to_vec(),
+        system: Some("default"),
+        dialogue: &[
+            ("guest-init: shell ready", "uname -a\n"),
+            ("aarch64 GNU/Linux", "cat /proc/interrupts\n"),
+            ("arch_timer", "poweroff -f\n"),
+        ],
+    }
 }
 
 /// Runs the tests named in `names` (all of them if empty).
@@ -181,7 +276,10 @@ pub fn run_all(names: &[String]) -> Result<(), String> {
     let mut prepared: Vec<(SystemTest, Machine, PathBuf)> = Vec::new();
     for test in tests {
         let features: Vec<String> = test.features.iter().map(|f| (*f).to_owned()).collect();
-        let built = image::build(test.board, &features)?;
+        let built = match test.system {
+            Some(system) => image::build_with_system(test.board, &features, system)?,
+            None => image::build(test.board, &features)?,
+        };
         let machine = test.machine.build()?;
         prepared.push((test, machine, built.image));
     }
@@ -262,18 +360,31 @@ fn run_one(test: &SystemTest, machine: &Machine, image: &std::path::Path) -> Res
         mut child,
         transcript,
         readers,
-    } = start_recording(machine.batch_command(image))
+    } = start_recording_with_input(machine.batch_command(image))
         .map_err(|error| format!("systest {}: cannot start QEMU: {error}", test.name))?;
+    let mut input = child.stdin.take();
+    let mut said = 0;
 
     let verdict = loop {
         let exited = matches!(child.try_wait(), Ok(Some(_)));
         let text = snapshot(&transcript);
+        if let Some((trigger, line)) = test.dialogue.get(said)
+            && text.contains(trigger)
+        {
+            if let Some(stdin) = input.as_mut() {
+                use std::io::Write;
+                let _ = stdin.write_all(line.as_bytes());
+                let _ = stdin.flush();
+            }
+            said += 1;
+        }
         let timed_out = started.elapsed() > TIMEOUT;
         if let Some(verdict) = judge(&text, test, exited || timed_out) {
             break verdict;
         }
         thread::sleep(Duration::from_millis(50));
     };
+    drop(input);
     stop(&mut child);
     for reader in readers.into_iter().flatten() {
         let _ = reader.join();
@@ -322,10 +433,21 @@ pub(crate) struct Running {
 
 /// Starts `command` with its output collected into a transcript.
 pub(crate) fn start_recording(mut command: std::process::Command) -> std::io::Result<Running> {
-    command
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
+    command.stdin(Stdio::null());
+    record(command)
+}
+
+/// Like [`start_recording`], with the child's stdin a pipe (in
+/// `child.stdin`) that the caller types into.
+pub(crate) fn start_recording_with_input(
+    mut command: std::process::Command,
+) -> std::io::Result<Running> {
+    command.stdin(Stdio::piped());
+    record(command)
+}
+
+fn record(mut command: std::process::Command) -> std::io::Result<Running> {
+    command.stdout(Stdio::piped()).stderr(Stdio::piped());
     let mut child = command.spawn()?;
     let transcript = Arc::new(Mutex::new(Vec::<u8>::new()));
     let readers = [
@@ -398,6 +520,8 @@ mod tests {
             },
             expect: expect.iter().map(|marker| (*marker).to_owned()).collect(),
             forbid: forbid.to_vec(),
+            system: None,
+            dialogue: &[],
         }
     }
 
