@@ -10,9 +10,9 @@
 
 use core::sync::atomic::Ordering;
 use hyp_core::elf;
-use hyp_core::ipc::IpcStore;
 use hyp_core::esr::{ExceptionClass, Syndrome};
 use hyp_core::exit::Trap;
+use hyp_core::ipc::IpcStore;
 use hyp_core::kernel::{Effects, Kernel, Resume, UserFault};
 use hyp_core::root_task::{self, Region};
 use hyp_core::thread::UserContext;
@@ -266,8 +266,7 @@ extern "C" fn handle_lower(vector: u64, syndrome: u64, fault_address: u64) -> *c
                     address: fault_address,
                     hpfar: guest::hpfar(),
                 };
-                let pending =
-                    class == ExceptionClass::TrappedWfx && guest::list_register_pending();
+                let pending = class == ExceptionClass::TrappedWfx && guest::list_register_pending();
                 let effects = kernel.vm_exit(core, trap, pending);
                 return next_context(core, kernel, &effects);
             }

@@ -10,9 +10,7 @@
 //! the VMM as if the VCPU had called it) and the VMM's `ReplyRecv` (which
 //! applies the reply here and takes the next exit).
 
-use hyp_abi::fault::{
-    FaultLabel, exit_reply, hypercall, mmio, system_register, vcpu_exception,
-};
+use hyp_abi::fault::{FaultLabel, exit_reply, hypercall, mmio, system_register, vcpu_exception};
 
 use crate::esr::{ExceptionClass, FaultKind, Syndrome, WaitFor};
 use crate::thread::{FaultMessage, UserContext};
@@ -412,7 +410,12 @@ mod tests {
         assert_eq!(exit.words[mmio::ACCESS], 4 | 3 << mmio::REGISTER_SHIFT);
         assert_eq!(exit.words[mmio::PC], PC);
         assert_eq!(exit.words[mmio::VIRTUAL_ADDRESS], 0xffff_0000_0900_0018);
-        let action = apply_reply(&mut guest, &exit, exit_reply::RESUME, &[0xdead_beef_1234_5678]);
+        let action = apply_reply(
+            &mut guest,
+            &exit,
+            exit_reply::RESUME,
+            &[0xdead_beef_1234_5678],
+        );
         assert_eq!(action, ReplyAction::Resume);
         assert_eq!(guest.x[3], 0x1234_5678, "a w register gets 32 bits");
         assert_eq!(guest.pc, PC + 4);
@@ -441,7 +444,10 @@ mod tests {
         assert_eq!(loaded_value(0x80, 1, true, true), 0xffff_ffff_ffff_ff80);
         assert_eq!(loaded_value(0x80, 1, true, false), 0xffff_ff80);
         assert_eq!(loaded_value(0x180, 1, false, true), 0x80);
-        assert_eq!(loaded_value(0x8000_0000, 4, true, true), 0xffff_ffff_8000_0000);
+        assert_eq!(
+            loaded_value(0x8000_0000, 4, true, true),
+            0xffff_ffff_8000_0000
+        );
         assert_eq!(loaded_value(u64::MAX, 8, true, true), u64::MAX);
     }
 

@@ -87,8 +87,14 @@ fn boot() -> (Kernel<Arena>, ThreadRef) {
         base: 0x100_0000,
         size: 0x400_0000,
     }];
-    let thread = root_task::build(&mut kernel, &image(), &free, &[], &root_task::BootExtras::default())
-        .unwrap();
+    let thread = root_task::build(
+        &mut kernel,
+        &image(),
+        &free,
+        &[],
+        &root_task::BootExtras::default(),
+    )
+    .unwrap();
     let mut effects = Effects::default();
     kernel.schedule(0, &mut effects);
     assert_eq!(kernel.current(0), Some(thread));
@@ -1106,4 +1112,203 @@ fn yield_fast_path_matches_the_general_path() {
         &[],
     );
     assert_eq!(kernel.current(0), Some(root), "and yields back");
+}
+
+/// A VCPU thread: its exits reach the VMM (the root task here) as one
+/// message each, the VMM's reply does what the fault protocol says, `WFI`
+/// blocks it until a virtual interrupt is pending, and the binding rules
+/// hold.
+#[test]
+fn a_vcpu_exit_is_one_message_and_its_reply_resumes_the_guest() {
+    use crate::exit::Trap;
+    use hyp_abi::fault::{exit_reply, mmio};
+    let (mut kernel, root) = booted();
+    let free = first_free(&kernel);
+    let (endpoint, vcpu_slot, thread_slot) = (free, free + 1, free + 2);
+    retype(&mut kernel, ObjectType::Endpoint, 0, endpoint);
+    retype(&mut kernel, ObjectType::Vcpu, 0, vcpu_slot);
+    retype(&mut kernel, ObjectType::Tcb, 0, thread_slot);
+    let reply = invoke(
+        &mut kernel,
+        thread_slot,
+        InvocationLabel::TcbConfigure,
+        &[endpoint, 100],
+        &[initial_slots::CNODE, initial_slots::VSPACE],
+    );
+    assert_eq!(reply.error(), None);
+    let reply = invoke(
+        &mut kernel,
+        vcpu_slot,
+        InvocationLabel::VcpuSetTcb,
+        &[],
+        &[thread_slot],
+    );
+    assert_eq!(reply.error(), None, "bind");
+    let again = invoke(
+        &mut kernel,
+        vcpu_slot,
+        InvocationLabel::VcpuSetTcb,
+        &[],
+        &[thread_slot],
+    );
+    assert_eq!(again.error(), Some(Error::IllegalOperation), "bound once");
+    let moved = invoke(
+        &mut kernel,
+        thread_slot,
+        InvocationLabel::TcbSetAffinity,
+        &[1],
+        &[],
+    );
+    assert_eq!(
+        moved.error(),
+        Some(Error::IllegalOperation),
+        "a VCPU stays on its core"
+    );
+    let bad = invoke(
+        &mut kernel,
+        vcpu_slot,
+        InvocationLabel::VcpuInjectIrq,
+        &[1020, 0],
+        &[],
+    );
+    assert_eq!(
+        bad.error(),
+        Some(Error::RangeError {
+            argument: 0,
+            minimum: 0,
+            maximum: 1019
+        })
+    );
+    let reply = invoke(
+        &mut kernel,
+        vcpu_slot,
+        InvocationLabel::VcpuWriteRegister,
+        &[hyp_abi::vcpu_register::VBAR_EL1, 0x4000_0800],
+        &[],
+    );
+    assert_eq!(reply.error(), None);
+    let reply = invoke(
+        &mut kernel,
+        vcpu_slot,
+        InvocationLabel::VcpuReadRegister,
+        &[hyp_abi::vcpu_register::VBAR_EL1],
+        &[],
+    );
+    assert_eq!(reply.words[0], 0x4000_0800);
+    let reply = invoke(
+        &mut kernel,
+        thread_slot,
+        InvocationLabel::TcbResume,
+        &[],
+        &[],
+    );
+    assert_eq!(reply.error(), None);
+    let guest = match kernel
+        .store
+        .slot(SlotRef {
+            cnode: root_cnode(&kernel),
+            index: thread_slot,
+        })
+        .unwrap()
+        .capability
+    {
+        Capability::Tcb { object } => object,
+        other => panic!("{other:?}"),
+    };
+    enter(
+        &mut kernel,
+        0,
+        Syscall::Recv as u64,
+        endpoint,
+        MessageInfo::new(0, 0),
+        &[],
+        &[],
+    );
+    assert_eq!(kernel.current(0), Some(guest));
+    let resume = kernel.resume(0).unwrap().unwrap();
+    assert!(
+        resume.vcpu.vcpu.is_some() && resume.vcpu.load,
+        "the VCPU is loaded"
+    );
+    assert_eq!(
+        kernel.context(guest).unwrap().spsr,
+        hyp_abi::vcpu::INITIAL_SPSR
+    );
+
+    // An MMIO read of a 32-bit register into w2: one message, one reply.
+    kernel.context_mut(guest).unwrap().pc = 0x4008_0000;
+    let syndrome = 0x24 << 26 | 1 << 25 | 1 << 24 | 2 << 22 | 2 << 16 | 0x07;
+    let trap = Trap {
+        syndrome,
+        address: 0x0900_0018,
+        hpfar: 0x0900_0000 >> 8,
+    };
+    kernel.vm_exit(0, trap, false);
+    assert_eq!(kernel.current(0), Some(root), "the VMM runs");
+    let message = returned(&kernel, root);
+    assert_eq!(message.info.label, FaultLabel::VcpuMmio as u64);
+    assert_eq!(message.badge, 0, "the unbadged endpoint");
+    assert_eq!(message.words[mmio::ADDRESS], 0x0900_0018);
+    enter(
+        &mut kernel,
+        0,
+        Syscall::ReplyRecv as u64,
+        endpoint,
+        MessageInfo::new(exit_reply::RESUME, 1),
+        &[0x90],
+        &[],
+    );
+    assert_eq!(kernel.current(0), Some(guest), "the guest runs again");
+    assert_eq!(kernel.context(guest).unwrap().x[2], 0x90);
+    assert_eq!(kernel.context(guest).unwrap().pc, 0x4008_0004);
+
+    // WFI with nothing pending: the VCPU waits, and the core idles.
+    let wfi = Trap {
+        syndrome: 0x01 << 26 | 1 << 25,
+        ..Trap::default()
+    };
+    kernel.vm_exit(0, wfi, false);
+    assert_eq!(
+        kernel.store.tcb(guest).unwrap().state,
+        ThreadState::WaitingForInterrupt
+    );
+    assert_eq!(kernel.current(0), None);
+    // Its virtual timer fires: the interrupt is pending and it runs.
+    let (_, taken) = kernel.virtual_timer(0);
+    assert!(taken, "the loaded VCPU takes its timer");
+    assert_eq!(kernel.current(0), Some(guest));
+    let vcpu = resume.vcpu.vcpu.unwrap();
+    assert!(kernel.store.vcpu(vcpu).unwrap().is_pending(27));
+
+    // An abort reply: the guest takes an injected exception at its next entry.
+    let syndrome = 0x24 << 26 | 1 << 25 | 1 << 24 | 2 << 22 | 1 << 16 | 1 << 6 | 0x07;
+    kernel.vm_exit(
+        0,
+        Trap {
+            syndrome,
+            address: 0x4800_0000,
+            hpfar: 0x4800_0000 >> 8,
+        },
+        false,
+    );
+    assert_eq!(kernel.current(0), Some(root));
+    enter(
+        &mut kernel,
+        0,
+        Syscall::ReplyRecv as u64,
+        endpoint,
+        MessageInfo::new(exit_reply::INJECT_ABORT, 0),
+        &[],
+        &[],
+    );
+    assert_eq!(kernel.current(0), Some(guest));
+    let resume = kernel.resume(0).unwrap().unwrap();
+    assert_eq!(
+        resume.injection,
+        Some(crate::exit::Injection::DataAbort {
+            address: 0x4800_0000,
+            write: true
+        })
+    );
+    assert!(!resume.vcpu.load, "still loaded: nothing to switch");
 }
