@@ -179,7 +179,28 @@ pub fn load_lazy(vcpu: &Vcpu) {
     }
 }
 
+/// Runs `body` with FP and SIMD untrapped at EL2 (`CPTR_EL2.TFP` traps
+/// EL2's own FP instructions too), then puts `CPTR_EL2` back.
+fn with_fp(body: impl FnOnce()) {
+    let saved = read_sysreg!("cptr_el2");
+    write_sysreg!("cptr_el2", saved & !(1u64 << 10));
+    // SAFETY: a barrier only.
+    unsafe { asm!("isb", options(nomem, nostack, preserves_flags)) };
+    body();
+    write_sysreg!("cptr_el2", saved);
+    // SAFETY: a barrier only.
+    unsafe { asm!("isb", options(nomem, nostack, preserves_flags)) };
+}
+
 fn save_fp(vcpu: &mut Vcpu) {
+    with_fp(|| save_fp_registers(vcpu));
+}
+
+fn load_fp(vcpu: &Vcpu) {
+    with_fp(|| load_fp_registers(vcpu));
+}
+
+fn save_fp_registers(vcpu: &mut Vcpu) {
     let base = vcpu.fp.q.as_mut_ptr();
     // SAFETY: `base` points to 32 u128s (512 bytes) owned by `vcpu`,
     // which the stores fill; FP is not trapped at EL2 (CPTR_EL2.TFP only
@@ -213,7 +234,7 @@ fn save_fp(vcpu: &mut Vcpu) {
     }
 }
 
-fn load_fp(vcpu: &Vcpu) {
+fn load_fp_registers(vcpu: &Vcpu) {
     let base = vcpu.fp.q.as_ptr();
     // SAFETY: as in `save_fp`, reading the 512 bytes instead; the hypervisor
     // is soft-float, so nothing of its own lives in the FP registers.

@@ -44,6 +44,8 @@ mod errors;
 #[cfg(any(target_os = "none", test))]
 mod fault;
 #[cfg(any(target_os = "none", test))]
+mod guest;
+#[cfg(any(target_os = "none", test))]
 mod ping_pong;
 #[cfg(any(target_os = "none", test))]
 mod priorities;
@@ -59,6 +61,8 @@ mod thread;
 mod timer_irq;
 #[cfg(any(target_os = "none", test))]
 mod untyped;
+#[cfg(any(target_os = "none", test))]
+mod vmm;
 
 #[cfg(not(target_os = "none"))]
 fn main() {
@@ -126,6 +130,7 @@ fn main(boot_info_address: u64) -> ! {
         pool.blocks() * 2
     );
     suite::run_all(&boot_info, &mut pool, &mut slots, suite::Console);
+    guest::start_all(&boot_info, &mut pool, &mut slots);
     idle()
 }
 

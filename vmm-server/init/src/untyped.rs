@@ -241,7 +241,6 @@ impl UntypedPool {
     }
 
     /// The blocks not handed out.
-    #[cfg(test)]
     pub(crate) fn free_blocks(&self) -> usize {
         self.free
     }
