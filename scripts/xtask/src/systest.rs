@@ -235,8 +235,8 @@ fn linux(name: &'static str, gic: u8) -> SystemTest {
         },
         expect: vec![
             "init: guest linux: started".into(),
-            "[linux] Booting Linux on physical CPU 0x0000000000".into(),
-            "[linux] CPU: All CPU(s) started at EL1".into(),
+            "Booting Linux on physical CPU 0x0000000000".into(),
+            "CPU: All CPU(s) started at EL1".into(),
             "[linux] guest-init: reached /init".into(),
             "[linux] guest-init: shell ready".into(),
             "[linux] Linux (none) 6.1".into(),
