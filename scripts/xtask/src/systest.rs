@@ -179,6 +179,12 @@ pub fn all() -> Vec<SystemTest> {
         guest_test("guest-test-gicv3", 3),
         linux("linux-gicv2", 2),
         linux("linux-gicv3", 3),
+        SystemTest {
+            name: "linux-raspi4b",
+            board: "rpi4",
+            machine: MachineSpec::Raspi4b,
+            ..linux("linux-raspi4b", 2)
+        },
     ]
 }
 
