@@ -36,6 +36,7 @@
 //! | `initrd` | an image name | optional |
 //! | `bootargs` | the rest of the line, blanks included | optional |
 //! | `console-focus` | none: this guest gets the console input (at most one guest; without one, the first) | optional |
+//! | `test-crash-device` | none: its VMM gets a test device at `0x0a00_0000` that crashes the VMM when written (tests only) | optional |
 //!
 //! Guest names are 1 to 15 bytes of `a-z`, `0-9` and `-`, distinct; there
 //! are 1 to [`MAX_GUESTS`] guests. A keyword may appear once per guest.
@@ -110,6 +111,10 @@ pub struct Guest<'a> {
     pub bootargs: &'a str,
     /// Whether it gets the console input.
     pub focus: bool,
+    /// `test-crash-device`: its VMM has a test device that makes the VMM
+    /// panic when the guest writes to it (for the test that a VMM's crash
+    /// stops its guest alone).
+    pub crash_device: bool,
     /// Where it is described, for error messages.
     pub lines: GuestLines,
 }
@@ -492,6 +497,7 @@ enum Keyword {
     Initrd,
     Bootargs,
     ConsoleFocus,
+    CrashDevice,
 }
 
 impl Keyword {
@@ -505,6 +511,7 @@ impl Keyword {
             "initrd" => Self::Initrd,
             "bootargs" => Self::Bootargs,
             "console-focus" => Self::ConsoleFocus,
+            "test-crash-device" => Self::CrashDevice,
             _ => return None,
         })
     }
@@ -519,6 +526,7 @@ impl Keyword {
             Self::Initrd => "initrd",
             Self::Bootargs => "bootargs",
             Self::ConsoleFocus => "console-focus",
+            Self::CrashDevice => "test-crash-device",
         }
     }
 }
@@ -533,6 +541,7 @@ struct Draft<'a> {
     initrd: Option<(&'a str, usize)>,
     bootargs: Option<(&'a str, usize)>,
     focus: Option<usize>,
+    crash_device: Option<usize>,
 }
 
 impl<'a> Draft<'a> {
@@ -546,6 +555,7 @@ impl<'a> Draft<'a> {
             initrd: None,
             bootargs: None,
             focus: None,
+            crash_device: None,
         }
     }
 
@@ -571,6 +581,7 @@ impl<'a> Draft<'a> {
             initrd: self.initrd.map(|(image, _)| image),
             bootargs: self.bootargs.map_or("", |(bootargs, _)| bootargs),
             focus: self.focus.is_some(),
+            crash_device: self.crash_device.is_some(),
             lines: GuestLines {
                 guest: self.line,
                 ram: ram_line,
@@ -765,6 +776,7 @@ pub fn parse(text: &str) -> Result<System<'_>, Error<'_>> {
             Keyword::Kernel => guest.kernel.map(|(_, line)| line),
             Keyword::Initrd => guest.initrd.map(|(_, line)| line),
             Keyword::Bootargs => guest.bootargs.map(|(_, line)| line),
+            Keyword::CrashDevice => guest.crash_device,
             _ => guest.focus,
         };
         if let Some(first_line) = first_line {
@@ -819,6 +831,18 @@ pub fn parse(text: &str) -> Result<System<'_>, Error<'_>> {
                     ));
                 }
                 guest.bootargs = Some((value, line));
+            }
+            Keyword::CrashDevice => {
+                if !value.is_empty() {
+                    return Err(Error::at(
+                        line,
+                        ErrorKind::UnexpectedValue {
+                            keyword: keyword.name(),
+                            value,
+                        },
+                    ));
+                }
+                guest.crash_device = Some(line);
             }
             _ => {
                 if !value.is_empty() {
@@ -952,8 +976,15 @@ pub mod shipped {
     pub const DEFAULT: &str = include_str!("../systems/default.sys");
     /// `test-guest.sys`: the Rust test guest alone.
     pub const TEST_GUEST: &str = include_str!("../systems/test-guest.sys");
+    /// `vmm-crash.sys`: the Linux guest beside a Rust test guest that
+    /// crashes its own VMM.
+    pub const VMM_CRASH: &str = include_str!("../systems/vmm-crash.sys");
     /// Every shipped description, by name (the file name without `.sys`).
-    pub const ALL: &[(&str, &str)] = &[("default", DEFAULT), ("test-guest", TEST_GUEST)];
+    pub const ALL: &[(&str, &str)] = &[
+        ("default", DEFAULT),
+        ("test-guest", TEST_GUEST),
+        ("vmm-crash", VMM_CRASH),
+    ];
 }
 
 #[cfg(test)]
@@ -1007,6 +1038,7 @@ mod tests {
                 initrd: Some("initramfs"),
                 bootargs: "console=ttyAMA0 earlycon nokaslr",
                 focus: true,
+                crash_device: false,
                 lines: GuestLines {
                     guest: 5,
                     ram: 6,
@@ -1027,6 +1059,7 @@ mod tests {
                 initrd: None,
                 bootargs: "probe=0x48000000",
                 focus: false,
+                crash_device: false,
                 lines: GuestLines {
                     guest: 16,
                     ram: 17,
@@ -1075,11 +1108,25 @@ mod tests {
 
     #[test]
     fn every_shipped_system_is_valid() {
-        assert_eq!(shipped::ALL.len(), 2);
+        assert_eq!(shipped::ALL.len(), 3);
         for (name, text) in shipped::ALL {
             let system = parse(text).unwrap_or_else(|error| panic!("{name}.sys: {error}"));
             validate(&system, &VIRT).unwrap_or_else(|error| panic!("{name}.sys: {error}"));
         }
+        let crash = parse(shipped::VMM_CRASH).unwrap();
+        assert!(crash.guest("rust-test").unwrap().crash_device);
+        assert!(!crash.guest("linux").unwrap().crash_device);
+    }
+
+    #[test]
+    fn the_crash_device_takes_no_value_and_comes_once() {
+        let text = "board qemu-virt\nguest a\n    ram 2M\n    kernel k\n    test-crash-device now\n";
+        assert_eq!(
+            parse(text).unwrap_err().to_string(),
+            "line 5: \"test-crash-device\" takes no value, found \"now\""
+        );
+        let twice = "board qemu-virt\nguest a\n    ram 2M\n    kernel k\n    test-crash-device\n    test-crash-device\n";
+        assert!(parse(twice).unwrap_err().to_string().starts_with("line 6: "));
     }
 
     #[test]

@@ -59,6 +59,11 @@ fn main() {
     std::process::exit(1);
 }
 
+/// The VMM's crash-test device (`test-crash-device` in the system
+/// description).
+#[cfg(target_os = "none")]
+const CRASH_DEVICE: usize = 0x0a00_0000;
+
 /// Entered from `_start` (`boot.S`) with the device tree address, on the
 /// stack, with BSS zeroed and the vectors installed.
 #[cfg(target_os = "none")]
@@ -107,6 +112,17 @@ extern "C" fn guest_main(device_tree: usize) -> ! {
         Err(reason) => suite.check("isolation", || Err(reason.clone())),
     }
     suite.summary();
+    if platform.crash_vmm {
+        println!(
+            "test-guest: crash-vmm: writing to the crash-test device at {CRASH_DEVICE:#x}; \
+             this guest stops with its VMM"
+        );
+        // SAFETY: a store to an address outside the guest's RAM, where its
+        // VMM emulates the crash-test device (or, without one, the store
+        // aborts); no Rust object lives there.
+        unsafe { core::ptr::write_volatile(CRASH_DEVICE as *mut u32, 0xdead) };
+        println!("test-guest: FAIL crash-vmm: the write to the crash-test device returned");
+    }
     psci::power_off()
 }
 

@@ -33,6 +33,9 @@ pub(crate) struct Platform {
     /// The `probe=` address of the boot arguments, if any, or why it is
     /// unusable.
     pub(crate) probe: Result<Option<u64>, Text>,
+    /// The boot arguments hold the word `crash-vmm`: after its checks the
+    /// guest writes to its VMM's crash-test device.
+    pub(crate) crash_vmm: bool,
 }
 
 impl Platform {
@@ -50,6 +53,7 @@ pub(crate) fn discover(address: usize) -> Platform {
         ram: [(0, 0); MAX_RAM_RANGES],
         ram_count: 0,
         probe: Ok(None),
+        crash_vmm: false,
     };
     let tree = match device_tree(address) {
         Ok(tree) => tree,
@@ -91,6 +95,9 @@ pub(crate) fn discover(address: usize) -> Platform {
         .and_then(|property| property.as_str())
         .unwrap_or("");
     platform.probe = probe_address(bootargs).map_err(|error| Text::format(format_args!("{error}")));
+    platform.crash_vmm = bootargs
+        .split_ascii_whitespace()
+        .any(|word| word == "crash-vmm");
     platform
 }
 

@@ -168,6 +168,10 @@ mod tests {
         );
         let too_much_ram = "board qemu-virt\nguest a\n    ram 1G\n    kernel test-guest\n";
         assert!(check(too_much_ram, "qemu-virt").unwrap_err().contains("RAM"));
-        assert!(description("no-such-system").unwrap_err().contains("default, test-guest"));
+        assert!(
+            description("no-such-system")
+                .unwrap_err()
+                .contains("default, test-guest, vmm-crash")
+        );
     }
 }

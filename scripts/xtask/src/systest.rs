@@ -180,6 +180,25 @@ pub fn all() -> Vec<SystemTest> {
         linux("linux-gicv2", 2),
         linux("linux-gicv3", 3),
         SystemTest {
+            name: "vmm-crash",
+            expect: vec![
+                "[rust-test] test-guest: all 4 checks passed".into(),
+                "the guest wrote 0xdead to the crash-test device at 0xa000000".into(),
+                "init: the VMM of guest rust-test died: a child thread stopped at an undefined instruction".into(),
+                "init: guest rust-test is stopped; the other guests run on".into(),
+                "[linux] guest-init: shell ready".into(),
+                "aarch64 GNU/Linux".into(),
+                "vmm linux: guest powered off (PSCI SYSTEM_OFF)".into(),
+            ],
+            forbid: vec!["PANIC", "kernel bug", "Kernel panic", "test-guest: FAIL"],
+            system: Some("vmm-crash"),
+            dialogue: &[
+                ("guest-init: shell ready", "uname -a\n"),
+                ("aarch64 GNU/Linux", "poweroff -f\n"),
+            ],
+            ..linux("vmm-crash", 3)
+        },
+        SystemTest {
             name: "linux-raspi4b",
             board: "rpi4",
             machine: MachineSpec::Raspi4b,

@@ -185,30 +185,74 @@ fn copy_into_guest(from: u64, to: u64, length: u64, window: u64) -> Result<(), G
     Ok(())
 }
 
+/// What init keeps of a running guest: its name and its VCPU threads.
+#[derive(Clone, Copy, Debug, Default)]
+struct Record {
+    name: [u8; 16],
+    threads: [u64; MAX_VCPUS as usize],
+    vcpus: usize,
+}
+
+/// Init after the guests started: it waits on the endpoint every VMM's
+/// faults go to, and when a VMM dies it says which and why, and stops
+/// that VMM's guest. Nothing else depends on a VMM, so every other guest
+/// runs on.
+#[derive(Debug)]
+pub(crate) struct Supervisor {
+    endpoint: u64,
+    guests: [Record; system::MAX_GUESTS],
+}
+
+impl Supervisor {
+    /// Serves forever.
+    pub(crate) fn run(&self) -> ! {
+        let endpoint = Endpoint::new(self.endpoint);
+        loop {
+            let received = hyp_user::ipc::recv(endpoint);
+            let index = usize::try_from(received.badge.wrapping_sub(1)).unwrap_or(usize::MAX);
+            let Some(record) = self.guests.get(index).filter(|record| record.vcpus > 0) else {
+                println!("init: a message with badge {:#x} on the VMM supervisor endpoint: ignored", received.badge);
+                continue;
+            };
+            let length = record.name.iter().position(|byte| *byte == 0).unwrap_or(16);
+            let name = core::str::from_utf8(&record.name[..length]).unwrap_or("?");
+            let crash = crate::thread::Crash::of(&received);
+            println!("init: the VMM of guest {name} died: {crash}");
+            for thread in &record.threads[..record.vcpus] {
+                if let Err(error) = Tcb::new(*thread).suspend() {
+                    println!("init: stopping a VCPU of guest {name}: {error}");
+                }
+            }
+            println!("init: guest {name} is stopped; the other guests run on");
+        }
+    }
+}
+
 /// Reads the system description from the payload, checks it against what
 /// the board and the payload have, and builds every guest. Prints what
-/// it does; a guest that cannot be built is reported and skipped.
+/// it does; a guest that cannot be built is reported and skipped. Returns
+/// the supervisor of the VMMs, if guests run.
 pub(crate) fn start_all(
     boot_info: &BootInfo<'_>,
     pool: &mut UntypedPool,
     slots: &mut SlotAllocator,
-) {
+) -> Option<Supervisor> {
     if boot_info.payload_size() == 0 {
         println!("init: no boot payload: no guests to start");
-        return;
+        return None;
     }
     let mut arena = match Arena::new(pool, slots) {
         Ok(arena) => arena,
         Err(error) => {
             println!("init: FAIL: guests: {error}");
-            return;
+            return None;
         }
     };
     let payload = match map_payload(boot_info, &mut arena) {
         Ok(payload) => payload,
         Err(error) => {
             println!("init: FAIL: guests: {error}");
-            return;
+            return None;
         }
     };
     // The arena's objects (the payload's page tables) stay for good.
@@ -218,14 +262,14 @@ pub(crate) fn start_all(
         Ok(description) => description,
         Err(error) => {
             println!("init: FAIL: guests: {error}");
-            return;
+            return None;
         }
     };
     let system = match system::parse(description) {
         Ok(system) => system,
         Err(error) => {
             println!("init: FAIL: the system description: {error}");
-            return;
+            return None;
         }
     };
     let mut names = [""; payload::MAX_ENTRIES];
@@ -239,14 +283,33 @@ pub(crate) fn start_all(
     };
     if let Err(error) = system::validate(&system, &limits) {
         println!("init: FAIL: the system description: {error}");
-        return;
+        return None;
     }
     println!(
         "init: system description: board {}, {} guest(s)",
         system.board,
         system.guests.len()
     );
-    start_guests(boot_info, pool, slots, &payload, &system);
+    let mut arena = match Arena::new(pool, slots) {
+        Ok(arena) => arena,
+        Err(error) => {
+            println!("init: FAIL: guests: {error}");
+            return None;
+        }
+    };
+    let supervisor = match arena.create(ObjectType::Endpoint, 0, "retype the supervisor endpoint") {
+        Ok(endpoint) => endpoint,
+        Err(error) => {
+            println!("init: FAIL: guests: {error}");
+            return None;
+        }
+    };
+    core::mem::forget(arena);
+    let guests = start_guests(boot_info, pool, slots, &payload, &system, supervisor);
+    Some(Supervisor {
+        endpoint: supervisor,
+        guests,
+    })
 }
 
 fn read_description<'t>(
@@ -272,28 +335,34 @@ fn start_guests(
     slots: &mut SlotAllocator,
     payload: &Payload,
     system: &System<'_>,
-) {
+    supervisor: u64,
+) -> [Record; system::MAX_GUESTS] {
+    let mut records = [Record::default(); system::MAX_GUESTS];
     let cores = boot_info.cores().max(1);
     let gicv = match gicv_frames(boot_info, slots) {
         Ok(gicv) => gicv,
         Err(error) => {
             println!("init: FAIL: guests: {error}");
-            return;
+            return records;
         }
     };
     for (index, guest) in system.guests.iter().enumerate() {
         // Guests spread over the cores: guest i's VCPU j on core (i + j).
         let first_core = index % cores;
-        match build(boot_info, pool, slots, payload, guest, index, first_core, gicv) {
-            Ok(()) => println!(
+        match build(boot_info, pool, slots, payload, guest, index, first_core, gicv, supervisor) {
+            Ok(record) => {
+                records[index] = record;
+                println!(
                 "init: guest {}: started with {} MiB of RAM, {} vCPU(s) from core {first_core}, and its own VMM",
                 guest.name,
                 guest.ram_bytes >> 20,
                 guest.vcpus
-            ),
+                );
+            }
             Err(error) => println!("init: FAIL: guest {}: {error}", guest.name),
         }
     }
+    records
 }
 
 /// The two frames of the GICv2 virtual CPU interface, made once from its
@@ -351,7 +420,8 @@ fn build(
     index: usize,
     first_core: usize,
     gicv: Option<u64>,
-) -> Result<(), GuestError> {
+    supervisor: u64,
+) -> Result<Record, GuestError> {
     let (kernel_offset, kernel_size) =
         payload.entry(guest.kernel).ok_or(GuestError::MissingImage)?;
     let initrd = match guest.initrd {
@@ -474,6 +544,9 @@ fn build(
     space.give(&mut arena, vmm_slots::ENDPOINT, endpoint, Rights::READ, None)?;
     let vcpu_cnode = arena.create(ObjectType::CNode, 4, "retype a VCPU thread's CNode")?;
     let mut boot_thread = None;
+    let mut record = Record::default();
+    let length = guest.name.len().min(16);
+    record.name[..length].copy_from_slice(&guest.name.as_bytes()[..length]);
     for vcpu_index in 0..u64::from(guest.vcpus.min(MAX_VCPUS)) {
         let vcpu = arena.create(ObjectType::Vcpu, 0, "retype a VCPU")?;
         let thread = arena.create(ObjectType::Tcb, 0, "retype a VCPU thread")?;
@@ -506,6 +579,8 @@ fn build(
         }
         space.give(&mut arena, vmm_slots::vcpu(vcpu_index), vcpu, Rights::ALL, None)?;
         space.give(&mut arena, vmm_slots::vcpu_thread(vcpu_index), thread, Rights::ALL, None)?;
+        record.threads[record.vcpus] = thread;
+        record.vcpus += 1;
     }
     let input = guest.focus && boot_info.console_irq() != 0;
     let notification = if input {
@@ -528,11 +603,18 @@ fn build(
     } else {
         None
     };
+    let vmm_fault = arena.mint(
+        supervisor,
+        Rights::WRITE.union(Rights::GRANT_REPLY),
+        index as u64 + 1,
+        "mint a VMM's fault endpoint",
+    )?;
     let name = vmm::pack_name(guest.name);
     let configuration = vmm::Configuration {
         gic_version,
         vcpus: u64::from(guest.vcpus.min(MAX_VCPUS)),
         focus: input,
+        crash_device: guest.crash_device,
         ram_base: RAM_BASE,
         ram_size: guest.ram_bytes,
     };
@@ -543,7 +625,7 @@ fn build(
             arguments: [name[0], name[1], configuration.encode(), guest.ram_bytes],
             priority: VMM_PRIORITY,
             core: Some(first_core as u64),
-            fault_endpoint: None,
+            fault_endpoint: Some(vmm_fault),
         },
     )?;
     if let Some(notification) = notification {
@@ -556,5 +638,5 @@ fn build(
         thread.resume().map_err(step("start the boot VCPU"))?;
     }
     core::mem::forget(arena);
-    Ok(())
+    Ok(record)
 }

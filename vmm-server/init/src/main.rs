@@ -130,7 +130,9 @@ fn main(boot_info_address: u64) -> ! {
         pool.blocks() * 2
     );
     suite::run_all(&boot_info, &mut pool, &mut slots, suite::Console);
-    guest::start_all(&boot_info, &mut pool, &mut slots);
+    if let Some(supervisor) = guest::start_all(&boot_info, &mut pool, &mut slots) {
+        supervisor.run()
+    }
     idle()
 }
 

@@ -35,6 +35,10 @@ const DISTRIBUTOR_BASE: u64 = 0x0800_0000;
 const DISTRIBUTOR_SIZE: u64 = 0x1_0000;
 const REDISTRIBUTOR_BASE: u64 = 0x080a_0000;
 const REDISTRIBUTOR_STRIDE: u64 = 0x2_0000;
+/// The crash-test device (`test-crash-device`): a write makes the VMM
+/// panic, on purpose.
+const CRASH_DEVICE_BASE: u64 = 0x0a00_0000;
+const CRASH_DEVICE_SIZE: u64 = 0x1000;
 /// `ICC_SGI1R_EL1` as the fault protocol encodes it (op0 3, op1 0, CRn 12,
 /// CRm 11, op2 5).
 const ICC_SGI1R_EL1: u64 = 3 << 14 | 12 << 7 | 11 << 3 | 5;
@@ -50,6 +54,8 @@ pub(crate) struct Configuration {
     pub(crate) vcpus: u64,
     /// It gets the console input.
     pub(crate) focus: bool,
+    /// It has the crash-test device.
+    pub(crate) crash_device: bool,
     /// Guest RAM, guest-physical.
     pub(crate) ram_base: u64,
     /// Bytes of guest RAM.
@@ -59,7 +65,10 @@ pub(crate) struct Configuration {
 impl Configuration {
     /// The start word (RAM is not in it: it travels in its own).
     pub(crate) fn encode(&self) -> u64 {
-        (self.gic_version & 0xf) | (self.vcpus & 0xf) << 4 | u64::from(self.focus) << 8
+        (self.gic_version & 0xf)
+            | (self.vcpus & 0xf) << 4
+            | u64::from(self.focus) << 8
+            | u64::from(self.crash_device) << 9
     }
 
     fn decode(word: u64, ram_size: u64) -> Configuration {
@@ -67,6 +76,7 @@ impl Configuration {
             gic_version: word & 0xf,
             vcpus: (word >> 4) & 0xf,
             focus: (word >> 8) & 1 != 0,
+            crash_device: (word >> 9) & 1 != 0,
             ram_base: crate::guest::RAM_BASE,
             ram_size,
         }
@@ -261,6 +271,17 @@ impl Vmm {
             } else {
                 result = self.gic.read_redistributor(offset, size);
             }
+        } else if self.configuration.crash_device
+            && (CRASH_DEVICE_BASE..CRASH_DEVICE_BASE + CRASH_DEVICE_SIZE).contains(&address)
+            && write
+        {
+            self.console.flush_if_pending();
+            // The test device's whole purpose: this VMM dies here, and the
+            // test checks that nothing but its own guest notices.
+            panic!(
+                "vmm {}: the guest wrote {value:#x} to the crash-test device at {address:#x}",
+                self.console.name()
+            );
         } else {
             println!(
                 "vmm {}: VCPU {vcpu} {} {size} byte(s) at {address:#x} (pc {pc:#x}): nothing is there; \
