@@ -230,18 +230,23 @@ extern "C" fn handle_lower(vector: u64, syndrome: u64, fault_address: u64) -> *c
             // The system call is by far the most frequent: test its class
             // before decoding the syndrome.
             if syndrome >> 26 == u64::from(ExceptionClass::SvcAarch64.code()) {
-                if let Some(thread) = kernel.current(core)
-                    && let Some(context) = kernel.context_mut(thread)
-                    && context.x[hyp_abi::SYSCALL_NUMBER_REGISTER]
-                        == hyp_abi::Syscall::DebugGetChar as u64
+                if let Some(block) = registers::CORE_BLOCKS.get(core)
+                    && let context = block.context.load(Ordering::Relaxed) as *mut UserContext
+                    && !context.is_null()
                 {
-                    // Console input: the UART is the arch layer's.
-                    context.x[0] = crate::console::read_byte().map_or(u64::MAX, u64::from);
-                    drop(kernel);
-                    if let Some(block) = registers::CORE_BLOCKS.get(core) {
-                        return block.context.load(Ordering::Relaxed) as *const UserContext;
+                    // SAFETY: entry.S just saved the calling thread's
+                    // registers into this save area (its TCB's, live while
+                    // the thread runs), and the kernel lock is held, so
+                    // nothing else reads or writes it now.
+                    let saved = unsafe { &mut *context };
+                    if saved.x[hyp_abi::SYSCALL_NUMBER_REGISTER]
+                        == hyp_abi::Syscall::DebugGetChar as u64
+                    {
+                        // Console input: the UART is the arch layer's.
+                        saved.x[0] = crate::console::read_byte().map_or(u64::MAX, u64::from);
+                        drop(kernel);
+                        return context;
                     }
-                    return next_context(core, KERNEL.lock(), &Effects::default());
                 }
                 let mut effects = Effects::default();
                 let caller = kernel.current(core);

@@ -430,10 +430,11 @@ impl<S: KernelStore> Kernel<S> {
     /// run, or the thread has no VSpace (it is then stopped and reported).
     pub fn resume(&mut self, core: usize) -> Option<Result<Resume, ThreadRef>> {
         let thread = self.current(core)?;
-        let vcpu = self.switch_vcpu(core, thread);
         // The common case in one lookup: the thread's VMID hint is valid.
         let vmids = &self.vmids;
+        let state = self.cores.get_mut(core)?;
         let tcb = self.store.tcb_mut(thread)?;
+        let vcpu = guest::switch_for(state, tcb.vcpu);
         if let Some(vspace) = tcb.vspace {
             let hint = usize::from(tcb.vmid);
             if hint != 0 && vmids.get(hint).copied().flatten() == Some(vspace) {
@@ -1448,14 +1449,14 @@ impl<S: KernelStore> Kernel<S> {
             (tcb.state == ThreadState::BlockedOnReply
                 && tcb.reply_holder == Some(replier)
                 && runs_next_here(tcb, core, highest))
-            .then_some(tcb.pending_fault)
+            .then_some(tcb.pending_fault.is_some())
         }) else {
             return false;
         };
         // A reply to a fault resumes the thread with label 0 (or an
         // injection, for a VCPU); a reply that stops it takes the general
         // path.
-        if fault.is_some()
+        if fault
             && info.label != hyp_abi::fault::exit_reply::RESUME
             && (info.label > hyp_abi::fault::exit_reply::INJECT_UNDEFINED
                 || self.store.tcb(caller).is_none_or(|tcb| tcb.vcpu.is_none()))
@@ -1506,10 +1507,9 @@ impl<S: KernelStore> Kernel<S> {
             replier,
             caller,
             |tcb| {
-                if let Some(fault) = fault {
+                if let Some(fault) = tcb.pending_fault.take() {
                     // The faulted thread's registers stay, but for what
                     // the reply sets (exit::apply_reply).
-                    tcb.pending_fault = None;
                     ipc::apply_fault_reply(tcb, &fault, info.label, &words[..length]);
                 } else {
                     write_message(&mut tcb.context, &words[..length], 0, info);

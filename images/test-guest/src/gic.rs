@@ -336,6 +336,9 @@ pub(crate) fn spurious() -> u32 {
 /// interrupt and records it. Only this handler writes the records (one
 /// core, no nesting), so plain loads and stores suffice.
 pub(crate) fn handle_irq() {
+    if crate::bench::TIMING.load(Ordering::Relaxed) {
+        crate::bench::IRQ_ENTRY.store(crate::bench::cycles(), Ordering::SeqCst);
+    }
     let (intid, acknowledged) = match HANDLER_VERSION.load(Ordering::SeqCst) {
         2 => {
             // SAFETY: the GICv2 CPU interface `Gic::init` found and stored.

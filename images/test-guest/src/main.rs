@@ -39,6 +39,8 @@ mod gic;
 #[cfg(any(target_os = "none", test))]
 mod logic;
 #[cfg(target_os = "none")]
+mod bench;
+#[cfg(target_os = "none")]
 mod mmio;
 #[cfg(target_os = "none")]
 mod platform;
@@ -101,6 +103,10 @@ extern "C" fn guest_main(device_tree: usize) -> ! {
     );
     let gic = gic::Gic::init(&platform.gic);
 
+    if platform.bench {
+        bench::run(gic.as_ref().ok());
+        psci::power_off()
+    }
     suite.check("hvc", checks::hvc);
     suite.check("vtimer", || checks::vtimer(gic.as_ref()));
     suite.check("sgi", || checks::sgi(gic.as_ref()));

@@ -36,6 +36,9 @@ pub(crate) struct Platform {
     /// The boot arguments hold the word `crash-vmm`: after its checks the
     /// guest writes to its VMM's crash-test device.
     pub(crate) crash_vmm: bool,
+    /// The boot arguments hold the word `bench`: run the benchmarks
+    /// instead of the checks.
+    pub(crate) bench: bool,
 }
 
 impl Platform {
@@ -54,6 +57,7 @@ pub(crate) fn discover(address: usize) -> Platform {
         ram_count: 0,
         probe: Ok(None),
         crash_vmm: false,
+        bench: false,
     };
     let tree = match device_tree(address) {
         Ok(tree) => tree,
@@ -98,6 +102,7 @@ pub(crate) fn discover(address: usize) -> Platform {
     platform.crash_vmm = bootargs
         .split_ascii_whitespace()
         .any(|word| word == "crash-vmm");
+    platform.bench = bootargs.split_ascii_whitespace().any(|word| word == "bench");
     platform
 }
 

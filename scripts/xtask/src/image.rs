@@ -41,11 +41,30 @@ pub fn build(board: &str, features: &[String]) -> Result<Built, String> {
         init.args(["--features", &names.join(",")]);
     }
     run_command(&mut init)?;
-    let init_elf = root
+    let built_init = root
         .join("target")
         .join(HYP_TARGET)
         .join("release")
         .join("init");
+    // hyp embeds the root task from a path of this configuration's own:
+    // cargo may hand back an earlier build of init (another feature set)
+    // with its old modification time, which `rerun-if-changed` on one
+    // shared path would not notice, and hyp would embed a stale init.
+    let mut configuration = board.to_owned();
+    for feature in features {
+        configuration.push('+');
+        configuration.push_str(&feature.replace('/', "-"));
+    }
+    let init_directory = root.join("build").join("init").join(&configuration);
+    std::fs::create_dir_all(&init_directory)
+        .map_err(|error| format!("cannot create {}: {error}", init_directory.display()))?;
+    let init_elf = init_directory.join("init.elf");
+    let fresh = std::fs::read(&built_init)
+        .map_err(|error| format!("cannot read {}: {error}", built_init.display()))?;
+    if std::fs::read(&init_elf).ok().as_deref() != Some(fresh.as_slice()) {
+        std::fs::write(&init_elf, &fresh)
+            .map_err(|error| format!("cannot write {}: {error}", init_elf.display()))?;
+    }
 
     let mut command = cargo_command();
     command

@@ -32,6 +32,37 @@ pub struct VcpuSwitch {
     pub loaded: Option<ObjectRef>,
 }
 
+/// Decides the VCPU switch for resuming a thread that runs as `vcpu` on
+/// the core whose state is `state`, and records the result as the core's
+/// loaded VCPU.
+#[inline(always)]
+pub(super) fn switch_for(state: &mut super::CoreState, vcpu: Option<ObjectRef>) -> VcpuSwitch {
+    let loaded = state.loaded_vcpu;
+    match vcpu {
+        None => VcpuSwitch {
+            vcpu: None,
+            unload: None,
+            load: false,
+            loaded,
+        },
+        Some(vcpu) if loaded == Some(vcpu) => VcpuSwitch {
+            vcpu: Some(vcpu),
+            unload: None,
+            load: false,
+            loaded,
+        },
+        Some(vcpu) => {
+            state.loaded_vcpu = Some(vcpu);
+            VcpuSwitch {
+                vcpu: Some(vcpu),
+                unload: loaded,
+                load: true,
+                loaded: Some(vcpu),
+            }
+        }
+    }
+}
+
 impl<S: KernelStore> Kernel<S> {
     /// The VCPU that `core`'s current thread runs as.
     pub fn current_vcpu(&self, core: usize) -> Option<ObjectRef> {
@@ -42,39 +73,6 @@ impl<S: KernelStore> Kernel<S> {
     /// The VCPU loaded on `core` (its state is in that core's registers).
     pub fn loaded_vcpu(&self, core: usize) -> Option<ObjectRef> {
         self.cores.get(core)?.loaded_vcpu
-    }
-
-    /// Decides the VCPU switch for resuming `thread` on `core` and records
-    /// the result as the core's loaded VCPU.
-    pub(super) fn switch_vcpu(&mut self, core: usize, thread: ThreadRef) -> VcpuSwitch {
-        let vcpu = self.store.tcb(thread).and_then(|tcb| tcb.vcpu);
-        let Some(state) = self.cores.get_mut(core) else {
-            return VcpuSwitch::default();
-        };
-        let loaded = state.loaded_vcpu;
-        match vcpu {
-            None => VcpuSwitch {
-                vcpu: None,
-                unload: None,
-                load: false,
-                loaded,
-            },
-            Some(vcpu) if loaded == Some(vcpu) => VcpuSwitch {
-                vcpu: Some(vcpu),
-                unload: None,
-                load: false,
-                loaded,
-            },
-            Some(vcpu) => {
-                state.loaded_vcpu = Some(vcpu);
-                VcpuSwitch {
-                    vcpu: Some(vcpu),
-                    unload: loaded,
-                    load: true,
-                    loaded: Some(vcpu),
-                }
-            }
-        }
     }
 
     /// Forgets loaded VCPUs that no longer exist (after a delete or
