@@ -979,11 +979,15 @@ pub mod shipped {
     /// `vmm-crash.sys`: the Linux guest beside a Rust test guest that
     /// crashes its own VMM.
     pub const VMM_CRASH: &str = include_str!("../systems/vmm-crash.sys");
+    /// `linux-bench.sys`: the Linux guest alone, powering off at its
+    /// `/init` (`bench-poweroff`), for `cargo xtask bench-linux`.
+    pub const LINUX_BENCH: &str = include_str!("../systems/linux-bench.sys");
     /// Every shipped description, by name (the file name without `.sys`).
     pub const ALL: &[(&str, &str)] = &[
         ("default", DEFAULT),
         ("test-guest", TEST_GUEST),
         ("vmm-crash", VMM_CRASH),
+        ("linux-bench", LINUX_BENCH),
     ];
 }
 
@@ -1108,7 +1112,7 @@ mod tests {
 
     #[test]
     fn every_shipped_system_is_valid() {
-        assert_eq!(shipped::ALL.len(), 3);
+        assert_eq!(shipped::ALL.len(), 4);
         for (name, text) in shipped::ALL {
             let system = parse(text).unwrap_or_else(|error| panic!("{name}.sys: {error}"));
             validate(&system, &VIRT).unwrap_or_else(|error| panic!("{name}.sys: {error}"));
@@ -1116,6 +1120,9 @@ mod tests {
         let crash = parse(shipped::VMM_CRASH).unwrap();
         assert!(crash.guest("rust-test").unwrap().crash_device);
         assert!(!crash.guest("linux").unwrap().crash_device);
+        let bench = parse(shipped::LINUX_BENCH).unwrap();
+        assert_eq!(bench.guests.len(), 1);
+        assert!(bench.guests[0].bootargs.ends_with(" bench-poweroff"));
     }
 
     #[test]

@@ -419,6 +419,8 @@ pub mod cpio {
 const TIMEOUT: Duration = Duration::from_secs(120);
 /// How many console lines a failure report shows.
 const REPORT_LINES: usize = 40;
+/// The RAM of a bare boot (`-m`): the reference figure's.
+pub const BARE_MEMORY: &str = "512M";
 
 /// Options of `linux-bare`.
 #[derive(Debug, PartialEq, Eq)]
@@ -463,19 +465,20 @@ pub fn run_bare(arguments: &[String]) -> Result<(), String> {
     let options = BareOptions::parse(arguments)?;
     let guest = build_initramfs()?;
     if options.bench {
-        bench::run(&guest, options.gic)
+        bench::run(&guest, options.gic, BARE_MEMORY).map(|_| ())
     } else {
         shell_test(&guest, options.gic)
     }
 }
 
 /// The QEMU command that boots `guest` bare (at EL1) on `virt` with
-/// `gic_version`: `machine_options` are appended to `-M virt,...`,
-/// `kernel_arguments` to the command line. The console (and QEMU's
-/// monitor, behind Ctrl-A) is on stdio.
+/// `gic_version` and `memory` of RAM (`-m`): `machine_options` are
+/// appended to `-M virt,...`, `kernel_arguments` to the command line. The
+/// console (and QEMU's monitor, behind Ctrl-A) is on stdio.
 pub fn bare_command(
     guest: &Guest,
     gic_version: u8,
+    memory: &str,
     machine_options: &str,
     kernel_arguments: &str,
 ) -> std::process::Command {
@@ -483,7 +486,7 @@ pub fn bare_command(
     command
         .arg("-M")
         .arg(format!("virt,gic-version={gic_version}{machine_options}"))
-        .args(["-cpu", "cortex-a72", "-m", "512M", "-nographic"])
+        .args(["-cpu", "cortex-a72", "-m", memory, "-nographic"])
         // No default network card (it wants a boot ROM QEMU lacks here).
         .args(["-nic", "none"])
         .arg("-kernel")
@@ -611,7 +614,7 @@ impl Console {
 
 /// Boots the guest, checks its shell answers, and powers it off.
 fn shell_test(guest: &Guest, gic_version: u8) -> Result<(), String> {
-    let mut console = Console::start(bare_command(guest, gic_version, "", ""))?;
+    let mut console = Console::start(bare_command(guest, gic_version, BARE_MEMORY, "", ""))?;
     let outcome = shell_session(&mut console, gic_version);
     let seconds = console.started.elapsed().as_secs_f64();
     console.finish();
@@ -694,7 +697,10 @@ fn shell_session(console: &mut Console, gic_version: u8) -> Result<(), String> {
 /// answers the instructions the vCPU has executed (`icount`), whether or
 /// not record/replay is on. That is the exact count; the counter would also
 /// include the idle time `sleep=off` skips.
-mod bench {
+///
+/// `cargo xtask bench-linux` (`linux_bench.rs`) runs it too, with the
+/// guest's RAM as well as the reference 512 MiB.
+pub mod bench {
     use std::net::{TcpListener, TcpStream};
     use std::thread;
     use std::time::{Duration, Instant};
@@ -708,12 +714,15 @@ mod bench {
     /// guest shutdown (QEMU reports `RUN_STATE_SHUTDOWN` as SIGQUIT).
     const SIGNAL_SHUTDOWN: u8 = 3;
 
-    pub(super) fn run(guest: &Guest, gic_version: u8) -> Result<(), String> {
+    /// Boots `guest` bare with `memory` of RAM, prints the measurement
+    /// and returns the instructions from power-on to its `SYSTEM_OFF`.
+    pub fn run(guest: &Guest, gic_version: u8, memory: &str) -> Result<u64, String> {
         let gdb_port = free_port()?;
         let qmp_port = free_port()?;
         let mut command = bare_command(
             guest,
             gic_version,
+            memory,
             ",dtb-randomness=off",
             &format!(" {BENCH_POWEROFF}"),
         );
@@ -765,7 +774,7 @@ mod bench {
             "linux-bare: power-on to poweroff at /init: {} instructions ({counter})",
             measurement.instructions
         );
-        Ok(())
+        Ok(measurement.instructions)
     }
 
     /// What the measurement found.

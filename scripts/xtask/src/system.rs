@@ -171,7 +171,7 @@ mod tests {
         assert!(
             description("no-such-system")
                 .unwrap_err()
-                .contains("default, test-guest, vmm-crash")
+                .contains("default, test-guest, vmm-crash, linux-bench")
         );
     }
 }
