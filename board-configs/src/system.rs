@@ -1127,13 +1127,19 @@ mod tests {
 
     #[test]
     fn the_crash_device_takes_no_value_and_comes_once() {
-        let text = "board qemu-virt\nguest a\n    ram 2M\n    kernel k\n    test-crash-device now\n";
+        let text =
+            "board qemu-virt\nguest a\n    ram 2M\n    kernel k\n    test-crash-device now\n";
         assert_eq!(
             parse(text).unwrap_err().to_string(),
             "line 5: \"test-crash-device\" takes no value, found \"now\""
         );
         let twice = "board qemu-virt\nguest a\n    ram 2M\n    kernel k\n    test-crash-device\n    test-crash-device\n";
-        assert!(parse(twice).unwrap_err().to_string().starts_with("line 6: "));
+        assert!(
+            parse(twice)
+                .unwrap_err()
+                .to_string()
+                .starts_with("line 6: ")
+        );
     }
 
     #[test]

@@ -60,12 +60,8 @@ impl ListRegister {
     /// 1.
     pub const fn pending(self, intid: u16, priority: u8) -> u64 {
         match self {
-            ListRegister::V2 => {
-                (intid as u64 & 0x3ff) | ((priority as u64 >> 3) << 23) | (1 << 28)
-            }
-            ListRegister::V3 => {
-                intid as u64 | ((priority as u64) << 48) | (1 << 60) | (1 << 62)
-            }
+            ListRegister::V2 => (intid as u64 & 0x3ff) | ((priority as u64 >> 3) << 23) | (1 << 28),
+            ListRegister::V3 => intid as u64 | ((priority as u64) << 48) | (1 << 60) | (1 << 62),
         }
     }
 

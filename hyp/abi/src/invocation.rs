@@ -184,10 +184,9 @@ impl ObjectType {
             ObjectType::Tcb => Some(11),
             ObjectType::Endpoint => Some(7),
             ObjectType::Notification => Some(7),
-            ObjectType::VSpace
-            | ObjectType::PageTable
-            | ObjectType::Frame4K
-            | ObjectType::Vcpu => Some(12),
+            ObjectType::VSpace | ObjectType::PageTable | ObjectType::Frame4K | ObjectType::Vcpu => {
+                Some(12)
+            }
             ObjectType::Frame2M => Some(21),
         }
     }

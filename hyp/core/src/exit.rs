@@ -93,8 +93,8 @@ pub fn decode(trap: Trap, context: &mut UserContext) -> Exit {
         ExceptionClass::HvcAarch64 | ExceptionClass::SmcAarch64 => {
             let smc = syndrome.class() == ExceptionClass::SmcAarch64;
             let mut words = [0; 8];
-            words[hypercall::KIND] = u64::from(smc) * hypercall::SMC
-                | u64::from(syndrome.immediate().unwrap_or(0)) << 16;
+            words[hypercall::KIND] = (u64::from(smc) * hypercall::SMC)
+                | (u64::from(syndrome.immediate().unwrap_or(0)) << 16);
             words[hypercall::X0..].copy_from_slice(&context.x[..7]);
             Exit::Message(FaultMessage {
                 label: FaultLabel::VcpuHypercall as u64,
@@ -511,7 +511,7 @@ mod tests {
         let mut guest = context();
         guest.pc = PC + 4; // HVC returns after itself
         let trap = Trap {
-            syndrome: 0x16 << 26 | 1 << 25 | 0x0,
+            syndrome: 0x16 << 26 | 1 << 25,
             ..Trap::default()
         };
         let exit = message(decode(trap, &mut guest));

@@ -142,7 +142,11 @@ impl core::fmt::Display for Notice {
                         | FaultLabel::VcpuException),
                     ) => {
                         // A VCPU without a VMM: its exit message, raw.
-                        write!(formatter, "VCPU thread {:#x}: exit {label:?} with no VMM:", thread.0)?;
+                        write!(
+                            formatter,
+                            "VCPU thread {:#x}: exit {label:?} with no VMM:",
+                            thread.0
+                        )?;
                         for word in &fault.words[..usize::from(fault.length).min(8)] {
                             write!(formatter, " {word:#x}")?;
                         }

@@ -31,6 +31,8 @@
 )]
 
 #[cfg(target_os = "none")]
+mod bench;
+#[cfg(target_os = "none")]
 mod boot;
 #[cfg(target_os = "none")]
 mod checks;
@@ -38,8 +40,6 @@ mod checks;
 mod gic;
 #[cfg(any(target_os = "none", test))]
 mod logic;
-#[cfg(target_os = "none")]
-mod bench;
 #[cfg(target_os = "none")]
 mod mmio;
 #[cfg(target_os = "none")]

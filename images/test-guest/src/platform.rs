@@ -102,7 +102,9 @@ pub(crate) fn discover(address: usize) -> Platform {
     platform.crash_vmm = bootargs
         .split_ascii_whitespace()
         .any(|word| word == "crash-vmm");
-    platform.bench = bootargs.split_ascii_whitespace().any(|word| word == "bench");
+    platform.bench = bootargs
+        .split_ascii_whitespace()
+        .any(|word| word == "bench");
     platform
 }
 

@@ -122,9 +122,10 @@ pub fn build_with_system(board: &str, features: &[String], system: &str) -> Resu
         .map_err(|error| format!("cannot read {}: {error}", built.image.display()))?;
     crate::payload::append(&mut bytes, &payload)?;
     check_header(&bytes, spec.load_address - spec.ram_base)?;
-    let stem = std::path::Path::new(system)
-        .file_stem()
-        .map_or_else(|| "system".to_owned(), |stem| stem.to_string_lossy().into_owned());
+    let stem = std::path::Path::new(system).file_stem().map_or_else(
+        || "system".to_owned(),
+        |stem| stem.to_string_lossy().into_owned(),
+    );
     let image = built.image.with_file_name(format!("hyp+{stem}.img"));
     std::fs::write(&image, &bytes)
         .map_err(|error| format!("cannot write {}: {error}", image.display()))?;

@@ -15,9 +15,9 @@ mod image;
 mod linux;
 mod linux_bench;
 mod payload;
-mod system;
 mod qemu;
 mod sdcard;
+mod system;
 mod systest;
 
 use std::path::{Path, PathBuf};
@@ -78,7 +78,9 @@ fn run(arguments: &[String]) -> Result<(), String> {
         "build" => {
             let options = Options::parse(rest)?;
             let built = match &options.system {
-                Some(system) => image::build_with_system(&options.board, &options.features, system)?,
+                Some(system) => {
+                    image::build_with_system(&options.board, &options.features, system)?
+                }
                 None => image::build(&options.board, &options.features)?,
             };
             println!("xtask: boot image {}", built.image.display());
@@ -333,6 +335,10 @@ fn clippy() -> Result<(), String> {
         "generic-timer",
         "-p",
         "board-configs",
+        "-p",
+        "init",
+        "-p",
+        "test-guest",
         "--",
         "-D",
         "warnings",

@@ -44,7 +44,10 @@ pub fn pack(entries: &[Entry]) -> Result<Vec<u8>, String> {
                 entry.name
             ));
         }
-        if entries[..index].iter().any(|other| other.name == entry.name) {
+        if entries[..index]
+            .iter()
+            .any(|other| other.name == entry.name)
+        {
             return Err(format!("payload entry `{}` given twice", entry.name));
         }
         let at = FIRST_ENTRY + index * ENTRY_SIZE;
@@ -82,7 +85,9 @@ pub fn append(image: &mut Vec<u8>, payload: &[u8]) -> Result<(), String> {
         let bytes = image
             .get(offset..offset + 8)
             .ok_or("the boot image is too short for an arm64 Image header")?;
-        Ok(u64::from_le_bytes(bytes.try_into().map_err(|_| "bad header")?))
+        Ok(u64::from_le_bytes(
+            bytes.try_into().map_err(|_| "bad header")?,
+        ))
     };
     let text_offset = field(8)?;
     let image_size = field(16)?;
@@ -127,10 +132,22 @@ mod tests {
         assert_eq!(word(&payload, FIRST_ENTRY + NAME_SIZE + 8), 16);
         let second = FIRST_ENTRY + ENTRY_SIZE;
         assert_eq!(word(&payload, second + NAME_SIZE), 4 << 20);
-        assert_eq!(word(&payload, 16), 8 << 20, "the big entry takes two frames");
+        assert_eq!(
+            word(&payload, 16),
+            8 << 20,
+            "the big entry takes two frames"
+        );
         assert_eq!(payload.len(), 8 << 20);
-        assert_eq!(payload[(4 << 20) + (2 << 20)], 7, "the big entry's last byte");
-        assert_eq!(payload[(4 << 20) + (2 << 20) + 1], 0, "zero padding after it");
+        assert_eq!(
+            payload[(4 << 20) + (2 << 20)],
+            7,
+            "the big entry's last byte"
+        );
+        assert_eq!(
+            payload[(4 << 20) + (2 << 20) + 1],
+            0,
+            "zero padding after it"
+        );
     }
 
     #[test]
@@ -139,8 +156,14 @@ mod tests {
             pack(&[entry("a", b"1"), entry("a", b"2")]).unwrap_err(),
             "payload entry `a` given twice"
         );
-        assert!(pack(&[entry("", b"1")]).unwrap_err().contains("1 to 32 bytes"));
-        let too_many: Vec<Entry> = (0..=MAX_ENTRIES).map(|i| entry(&i.to_string(), b"")).collect();
+        assert!(
+            pack(&[entry("", b"1")])
+                .unwrap_err()
+                .contains("1 to 32 bytes")
+        );
+        let too_many: Vec<Entry> = (0..=MAX_ENTRIES)
+            .map(|i| entry(&i.to_string(), b""))
+            .collect();
         assert!(pack(&too_many).unwrap_err().contains("at most"));
     }
 
@@ -151,7 +174,11 @@ mod tests {
         image[16..24].copy_from_slice(&0x5_0000u64.to_le_bytes());
         append(&mut image, &[1, 2, 3]).unwrap();
         let start = (2 << 20) - 0x8_0000;
-        assert_eq!(image.len(), start + 3, "2 MiB aligned once loaded at 0x80000");
+        assert_eq!(
+            image.len(),
+            start + 3,
+            "2 MiB aligned once loaded at 0x80000"
+        );
         assert_eq!(image[start], 1);
         assert_eq!(word(&image, 16), start as u64 + 3);
         let mut short = vec![0u8; 8];

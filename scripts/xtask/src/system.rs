@@ -46,9 +46,10 @@ pub fn description(name: &str) -> Result<(String, String), String> {
             known.join(", ")
         )
     })?;
-    let stem = path
-        .file_stem()
-        .map_or_else(|| "custom".to_owned(), |stem| stem.to_string_lossy().into_owned());
+    let stem = path.file_stem().map_or_else(
+        || "custom".to_owned(),
+        |stem| stem.to_string_lossy().into_owned(),
+    );
     Ok((stem, text))
 }
 
@@ -119,7 +120,14 @@ fn image_path(name: &str) -> Result<PathBuf, String> {
 /// Builds the Rust test guest and turns it into a raw binary.
 pub fn test_guest() -> Result<PathBuf, String> {
     let mut command = cargo_command();
-    command.args(["build", "--release", "--target", HYP_TARGET, "-p", "test-guest"]);
+    command.args([
+        "build",
+        "--release",
+        "--target",
+        HYP_TARGET,
+        "-p",
+        "test-guest",
+    ]);
     run_command(&mut command)?;
     let root = workspace_root();
     let elf = root
@@ -155,7 +163,8 @@ mod tests {
 
     #[test]
     fn bad_descriptions_are_refused_with_the_exact_reason() {
-        let too_many_cores = "board qemu-virt\nguest a\n    ram 16M\n    vcpus 5\n    kernel test-guest\n";
+        let too_many_cores =
+            "board qemu-virt\nguest a\n    ram 16M\n    vcpus 5\n    kernel test-guest\n";
         assert_eq!(
             check(too_many_cores, "qemu-virt").unwrap_err(),
             "line 4: guest \"a\": 5 vCPUs but the board has 4 cores"
@@ -167,7 +176,11 @@ mod tests {
                 .contains("nothing"),
         );
         let too_much_ram = "board qemu-virt\nguest a\n    ram 1G\n    kernel test-guest\n";
-        assert!(check(too_much_ram, "qemu-virt").unwrap_err().contains("RAM"));
+        assert!(
+            check(too_much_ram, "qemu-virt")
+                .unwrap_err()
+                .contains("RAM")
+        );
         assert!(
             description("no-such-system")
                 .unwrap_err()

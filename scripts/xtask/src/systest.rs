@@ -267,7 +267,11 @@ fn linux(name: &'static str, gic: u8) -> SystemTest {
             "[linux] Linux (none) 6.1".into(),
             "aarch64 GNU/Linux".into(),
             "arch_timer".into(),
-            if gic == 2 { "GIC-0".into() } else { "GICv3".into() },
+            if gic == 2 {
+                "GIC-0".into()
+            } else {
+                "GICv3".into()
+            },
             "vmm linux: guest powered off (PSCI SYSTEM_OFF)".into(),
             "[rust-test] test-guest: isolation: PASS".into(),
             "vmm rust-test: VCPU 0 read 4 byte(s) at 0x48000000".into(),

@@ -299,6 +299,12 @@ impl<'a> Arena<'a> {
         Err(SetupError::TablesMissing { address })
     }
 
+    /// Ends the arena without taking anything apart: what it made stays
+    /// for good (the guests, which live as long as the system), and so do
+    /// its block and slots.
+    #[cfg(target_os = "none")]
+    pub(crate) fn keep(self) {}
+
     /// Takes apart everything the test made (see the module's
     /// documentation) and gives its block and slots back. On the first
     /// refusal it stops and says which; the slots and memory stay taken

@@ -50,7 +50,7 @@ const VMM_PRIORITY: u8 = 200;
 /// The largest device tree init generates for a guest.
 const DEVICE_TREE_BYTES: usize = 8192;
 /// The most RAM one guest has here (2 MiB frames): 1 GiB.
-const MAX_RAM_FRAMES: u64 = 512;
+const MAX_RAM_FRAMES: usize = 512;
 /// The largest system description.
 const DESCRIPTION_BYTES: usize = 4096;
 
@@ -88,7 +88,10 @@ impl fmt::Display for GuestError {
             GuestError::BadPayload(what) => write!(formatter, "the boot payload: {what}"),
             GuestError::MissingImage => write!(formatter, "an image is missing from the payload"),
             GuestError::BadDescription => {
-                write!(formatter, "the system description is not UTF-8 of at most 4 KiB")
+                write!(
+                    formatter,
+                    "the system description is not UTF-8 of at most 4 KiB"
+                )
             }
             GuestError::Image(error) => write!(formatter, "loading the kernel: {error:?}"),
             GuestError::DeviceTree => write!(formatter, "the guest device tree does not fit"),
@@ -114,7 +117,10 @@ impl Payload {
         let wanted = name.as_bytes();
         (0..self.count).find_map(|index| {
             let stored = &self.names[index];
-            let length = stored.iter().position(|byte| *byte == 0).unwrap_or(stored.len());
+            let length = stored
+                .iter()
+                .position(|byte| *byte == 0)
+                .unwrap_or(stored.len());
             (&stored[..length] == wanted).then_some(self.places[index])
         })
     }
@@ -122,7 +128,10 @@ impl Payload {
     /// The names of all entries (for validation).
     fn name(&self, index: usize) -> &str {
         let stored = &self.names[index];
-        let length = stored.iter().position(|byte| *byte == 0).unwrap_or(stored.len());
+        let length = stored
+            .iter()
+            .position(|byte| *byte == 0)
+            .unwrap_or(stored.len());
         core::str::from_utf8(&stored[..length]).unwrap_or("")
     }
 }
@@ -211,7 +220,10 @@ impl Supervisor {
             let received = hyp_user::ipc::recv(endpoint);
             let index = usize::try_from(received.badge.wrapping_sub(1)).unwrap_or(usize::MAX);
             let Some(record) = self.guests.get(index).filter(|record| record.vcpus > 0) else {
-                println!("init: a message with badge {:#x} on the VMM supervisor endpoint: ignored", received.badge);
+                println!(
+                    "init: a message with badge {:#x} on the VMM supervisor endpoint: ignored",
+                    received.badge
+                );
                 continue;
             };
             let length = record.name.iter().position(|byte| *byte == 0).unwrap_or(16);
@@ -256,7 +268,7 @@ pub(crate) fn start_all(
         }
     };
     // The arena's objects (the payload's page tables) stay for good.
-    core::mem::forget(arena);
+    arena.keep();
     let mut text = [0u8; DESCRIPTION_BYTES];
     let description = match read_description(&payload, &mut text) {
         Ok(description) => description,
@@ -304,7 +316,7 @@ pub(crate) fn start_all(
             return None;
         }
     };
-    core::mem::forget(arena);
+    arena.keep();
     let guests = start_guests(boot_info, pool, slots, &payload, &system, supervisor);
     Some(Supervisor {
         endpoint: supervisor,
@@ -349,14 +361,16 @@ fn start_guests(
     for (index, guest) in system.guests.iter().enumerate() {
         // Guests spread over the cores: guest i's VCPU j on core (i + j).
         let first_core = index % cores;
-        match build(boot_info, pool, slots, payload, guest, index, first_core, gicv, supervisor) {
+        match build(
+            boot_info, pool, slots, payload, guest, index, first_core, gicv, supervisor,
+        ) {
             Ok(record) => {
                 records[index] = record;
                 println!(
-                "init: guest {}: started with {} MiB of RAM, {} vCPU(s) from core {first_core}, and its own VMM",
-                guest.name,
-                guest.ram_bytes >> 20,
-                guest.vcpus
+                    "init: guest {}: started with {} MiB of RAM, {} vCPU(s) from core {first_core}, and its own VMM",
+                    guest.name,
+                    guest.ram_bytes >> 20,
+                    guest.vcpus
                 );
             }
             Err(error) => println!("init: FAIL: guest {}: {error}", guest.name),
@@ -367,7 +381,10 @@ fn start_guests(
 
 /// The two frames of the GICv2 virtual CPU interface, made once from its
 /// device untyped (every guest maps copies); `None` on GICv3.
-fn gicv_frames(boot_info: &BootInfo<'_>, slots: &mut SlotAllocator) -> Result<Option<u64>, GuestError> {
+fn gicv_frames(
+    boot_info: &BootInfo<'_>,
+    slots: &mut SlotAllocator,
+) -> Result<Option<u64>, GuestError> {
     if boot_info.gic_version() != 2 {
         return Ok(None);
     }
@@ -409,6 +426,7 @@ pub(crate) mod vmm_slots {
 
 #[allow(
     clippy::too_many_lines,
+    clippy::too_many_arguments,
     reason = "one guest's construction, step by step, reads best in one place"
 )]
 fn build(
@@ -422,8 +440,9 @@ fn build(
     gicv: Option<u64>,
     supervisor: u64,
 ) -> Result<Record, GuestError> {
-    let (kernel_offset, kernel_size) =
-        payload.entry(guest.kernel).ok_or(GuestError::MissingImage)?;
+    let (kernel_offset, kernel_size) = payload
+        .entry(guest.kernel)
+        .ok_or(GuestError::MissingImage)?;
     let initrd = match guest.initrd {
         Some(name) => Some(payload.entry(name).ok_or(GuestError::MissingImage)?),
         None => None,
@@ -449,10 +468,10 @@ fn build(
     let root = CNode::new(hyp_abi::initial_slots::CNODE);
     let init_vspace = VSpace::new(hyp_abi::initial_slots::VSPACE);
     let frames = guest.ram_bytes / LARGE_FRAME;
-    if frames > MAX_RAM_FRAMES {
+    if frames > MAX_RAM_FRAMES as u64 {
         return Err(GuestError::TooMuchRam);
     }
-    let mut ram = [(0u64, 0u64); MAX_RAM_FRAMES as usize];
+    let mut ram = [(0u64, 0u64); MAX_RAM_FRAMES];
     for slot_pair in ram.iter_mut().take(frames as usize) {
         let block = pool.allocate().map_err(SetupError::Pool)?;
         let slot = slots.allocate().map_err(SetupError::Slots)?;
@@ -463,8 +482,8 @@ fn build(
             .map_err(step("retype guest RAM"))?;
         root.copy(copy, root, slot, Rights::ALL)
             .map_err(step("copy a guest RAM frame"))?;
-        // The block stays taken: guests are never torn down.
-        core::mem::forget(block);
+        // The block stays taken when `block` goes: guests are never torn
+        // down.
         *slot_pair = (slot, copy);
     }
     let mut arena = Arena::new(pool, slots)?;
@@ -489,7 +508,12 @@ fn build(
     }
 
     // Load: kernel, initrd, device tree.
-    copy_into_guest(kernel_offset, plan.kernel.start - RAM_BASE, kernel_size, window)?;
+    copy_into_guest(
+        kernel_offset,
+        plan.kernel.start - RAM_BASE,
+        kernel_size,
+        window,
+    )?;
     let mut initrd_range = None;
     if let (Some((offset, size)), Some(at)) = (initrd, plan.initrd) {
         copy_into_guest(offset, at.start - RAM_BASE, size, window)?;
@@ -541,7 +565,13 @@ fn build(
     // The VMM: an endpoint for the exits, a space of its own.
     let endpoint = arena.create(ObjectType::Endpoint, 0, "retype a VMM endpoint")?;
     let mut space = Space::new(&mut arena, boot_info)?;
-    space.give(&mut arena, vmm_slots::ENDPOINT, endpoint, Rights::READ, None)?;
+    space.give(
+        &mut arena,
+        vmm_slots::ENDPOINT,
+        endpoint,
+        Rights::READ,
+        None,
+    )?;
     let vcpu_cnode = arena.create(ObjectType::CNode, 4, "retype a VCPU thread's CNode")?;
     let mut boot_thread = None;
     let mut record = Record::default();
@@ -565,9 +595,12 @@ fn build(
         )
         .map_err(step("configure a VCPU thread"))?;
         let core = (first_core as u64 + vcpu_index) % boot_info.cores().max(1) as u64;
-        tcb.set_affinity(core).map_err(step("place a VCPU thread"))?;
+        tcb.set_affinity(core)
+            .map_err(step("place a VCPU thread"))?;
         let handle = Vcpu::new(vcpu);
-        handle.set_tcb(tcb).map_err(step("bind a VCPU to its thread"))?;
+        handle
+            .set_tcb(tcb)
+            .map_err(step("bind a VCPU to its thread"))?;
         handle
             .write_register(vcpu_register::VMPIDR, vcpu_index)
             .map_err(step("set a VCPU's MPIDR"))?;
@@ -577,14 +610,27 @@ fn build(
                 .map_err(step("set the boot VCPU's registers"))?;
             boot_thread = Some(tcb);
         }
-        space.give(&mut arena, vmm_slots::vcpu(vcpu_index), vcpu, Rights::ALL, None)?;
-        space.give(&mut arena, vmm_slots::vcpu_thread(vcpu_index), thread, Rights::ALL, None)?;
+        space.give(
+            &mut arena,
+            vmm_slots::vcpu(vcpu_index),
+            vcpu,
+            Rights::ALL,
+            None,
+        )?;
+        space.give(
+            &mut arena,
+            vmm_slots::vcpu_thread(vcpu_index),
+            thread,
+            Rights::ALL,
+            None,
+        )?;
         record.threads[record.vcpus] = thread;
         record.vcpus += 1;
     }
     let input = guest.focus && boot_info.console_irq() != 0;
     let notification = if input {
-        let notification = arena.create(ObjectType::Notification, 0, "retype a VMM notification")?;
+        let notification =
+            arena.create(ObjectType::Notification, 0, "retype a VMM notification")?;
         let handler = arena.empty_slot()?;
         hyp_user::IrqControl::new(hyp_abi::initial_slots::IRQ_CONTROL)
             .get(boot_info.console_irq(), root, handler)
@@ -637,6 +683,6 @@ fn build(
     if let Some(thread) = boot_thread {
         thread.resume().map_err(step("start the boot VCPU"))?;
     }
-    core::mem::forget(arena);
+    arena.keep();
     Ok(record)
 }

@@ -43,7 +43,7 @@ mod bench;
 mod errors;
 #[cfg(any(target_os = "none", test))]
 mod fault;
-#[cfg(any(target_os = "none", test))]
+#[cfg(target_os = "none")]
 mod guest;
 #[cfg(any(target_os = "none", test))]
 mod ping_pong;
@@ -61,7 +61,7 @@ mod thread;
 mod timer_irq;
 #[cfg(any(target_os = "none", test))]
 mod untyped;
-#[cfg(any(target_os = "none", test))]
+#[cfg(target_os = "none")]
 mod vmm;
 
 #[cfg(not(target_os = "none"))]

@@ -351,7 +351,10 @@ impl Vmm {
             let _ = target.inject_irq(x[1] & 0xf, 0xa0);
             return Message::new(exit_reply::RESUME, [start]);
         }
-        match self.psci.handle(vcpu, Request::decode(x[0], x[1], x[2], x[3])) {
+        match self
+            .psci
+            .handle(vcpu, Request::decode(x[0], x[1], x[2], x[3]))
+        {
             Outcome::Reply(value) => Message::new(exit_reply::RESUME, [value]),
             Outcome::StartVcpu {
                 index,
