@@ -85,7 +85,10 @@ impl Default for Vcpu {
         let mut registers = [0; register::COUNT];
         // SCTLR_EL1's RES1 bits and the MMU off: the state Linux's boot
         // protocol expects.
-        #[allow(clippy::cast_possible_truncation, reason = "register numbers are below COUNT")]
+        #[allow(
+            clippy::cast_possible_truncation,
+            reason = "register numbers are below COUNT"
+        )]
         {
             registers[register::SCTLR_EL1 as usize] = 0x30d0_0800;
             registers[register::VMPIDR as usize] = 1 << 31;
