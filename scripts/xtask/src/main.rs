@@ -260,6 +260,8 @@ const MIRI_TEST_GROUPS: [&[&str]; 2] = [
         "queue::",
         "scheduler::",
         "pagetable::",
+        "exit::",
+        "vcpu::",
     ],
 ];
 
