@@ -982,12 +982,15 @@ pub mod shipped {
     /// `linux-bench.sys`: the Linux guest alone, powering off at its
     /// `/init` (`bench-poweroff`), for `cargo xtask bench-linux`.
     pub const LINUX_BENCH: &str = include_str!("../systems/linux-bench.sys");
+    /// `linux-smp.sys`: the Linux guest with two vCPUs.
+    pub const LINUX_SMP: &str = include_str!("../systems/linux-smp.sys");
     /// Every shipped description, by name (the file name without `.sys`).
     pub const ALL: &[(&str, &str)] = &[
         ("default", DEFAULT),
         ("test-guest", TEST_GUEST),
         ("vmm-crash", VMM_CRASH),
         ("linux-bench", LINUX_BENCH),
+        ("linux-smp", LINUX_SMP),
     ];
 }
 
@@ -1112,7 +1115,7 @@ mod tests {
 
     #[test]
     fn every_shipped_system_is_valid() {
-        assert_eq!(shipped::ALL.len(), 4);
+        assert_eq!(shipped::ALL.len(), 5);
         for (name, text) in shipped::ALL {
             let system = parse(text).unwrap_or_else(|error| panic!("{name}.sys: {error}"));
             validate(&system, &VIRT).unwrap_or_else(|error| panic!("{name}.sys: {error}"));

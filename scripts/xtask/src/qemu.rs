@@ -23,6 +23,11 @@ pub struct Machine {
     pub arguments: Vec<String>,
     /// How many `-serial` ports come before the console.
     pub serial_ports_before_console: usize,
+    /// Run the emulated cores on one host thread (the default: two runs
+    /// fit 2 cores); `false` gives each its own thread (MTTCG), for guests
+    /// whose CPUs wait for each other in spin loops, which one thread
+    /// serves only at the end of each time slice.
+    pub single_threaded: bool,
 }
 
 impl Machine {
@@ -68,6 +73,7 @@ impl Machine {
             board: "qemu-virt".into(),
             arguments,
             serial_ports_before_console: 0,
+            single_threaded: true,
         }
     }
 
@@ -86,6 +92,7 @@ impl Machine {
             board: "rpi4".into(),
             arguments,
             serial_ports_before_console: 1,
+            single_threaded: true,
         })
     }
 
@@ -93,9 +100,12 @@ impl Machine {
     /// no monitor, no display, one TCG thread (so two runs fit 2 cores).
     pub fn batch_command(&self, image: &Path) -> Command {
         let mut command = Command::new("qemu-system-aarch64");
-        command
-            .args(&self.arguments)
-            .args(["-accel", "tcg,thread=single"]);
+        let threads = if self.single_threaded {
+            "tcg,thread=single"
+        } else {
+            "tcg,thread=multi"
+        };
+        command.args(&self.arguments).args(["-accel", threads]);
         command.args(["-display", "none", "-monitor", "none"]);
         for _ in 0..self.serial_ports_before_console {
             command.args(["-serial", "null"]);

@@ -184,7 +184,7 @@ mod tests {
         assert!(
             description("no-such-system")
                 .unwrap_err()
-                .contains("default, test-guest, vmm-crash, linux-bench")
+                .contains("default, test-guest, vmm-crash, linux-bench, linux-smp")
         );
     }
 }

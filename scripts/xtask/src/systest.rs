@@ -41,7 +41,16 @@ pub struct SystemTest {
 
 #[derive(Debug, Clone, Copy)]
 enum MachineSpec {
-    Virt { gic: u8, cores: u32, at_el2: bool },
+    Virt {
+        gic: u8,
+        cores: u32,
+        at_el2: bool,
+    },
+    /// `virt` with one host thread per core (MTTCG).
+    VirtParallel {
+        gic: u8,
+        cores: u32,
+    },
     Raspi4b,
 }
 
@@ -49,6 +58,10 @@ impl MachineSpec {
     fn build(self) -> Result<Machine, String> {
         match self {
             MachineSpec::Virt { gic, cores, at_el2 } => Ok(Machine::virt(gic, cores, at_el2)),
+            MachineSpec::VirtParallel { gic, cores } => Ok(Machine {
+                single_threaded: false,
+                ..Machine::virt(gic, cores, true)
+            }),
             MachineSpec::Raspi4b => Machine::raspi4b(),
         }
     }
@@ -198,6 +211,24 @@ pub fn all() -> Vec<SystemTest> {
                 ("aarch64 GNU/Linux", "poweroff -f\n"),
             ],
             ..linux("vmm-crash", 3)
+        },
+        SystemTest {
+            name: "linux-smp",
+            machine: MachineSpec::VirtParallel { gic: 3, cores: 2 },
+            expect: vec![
+                "init: guest linux: started with 256 MiB of RAM, 2 vCPU(s)".into(),
+                "CPU1: Booted secondary processor 0x0000000001".into(),
+                "smp: Brought up 1 node, 2 CPUs".into(),
+                "[linux] guest-init: shell ready".into(),
+                "aarch64 GNU/Linux".into(),
+                "vmm linux: guest powered off (PSCI SYSTEM_OFF)".into(),
+            ],
+            system: Some("linux-smp"),
+            dialogue: &[
+                ("guest-init: shell ready", "uname -a\n"),
+                ("aarch64 GNU/Linux", "poweroff -f\n"),
+            ],
+            ..linux("linux-smp", 3)
         },
         SystemTest {
             name: "linux-raspi4b",
