@@ -314,7 +314,7 @@ extern "C" fn handle_lower(vector: u64, syndrome: u64, fault_address: u64) -> *c
 fn take_interrupts(core: usize, kernel: &mut Kernel<RealStore>, effects: &mut Effects) {
     interrupts::take_pending(|source| {
         let more = match source {
-            Source::Tick => kernel.tick(core),
+            Source::Tick => kernel.tick(core, registers::physical_count()),
             Source::Kick => {
                 let mut more = Effects::default();
                 kernel.schedule(core, &mut more);

@@ -46,6 +46,10 @@ pub struct CoreState {
     pub current: Option<ThreadRef>,
     /// The VCPU whose EL1 state is in this core's registers.
     pub loaded_vcpu: Option<ObjectRef>,
+    /// VCPUs of this core that wait in `WFI`: the tick checks the virtual
+    /// timers of those that are not loaded (a loaded one's timer is
+    /// armed in the hardware).
+    pub sleepers: [Option<ObjectRef>; SLEEPERS],
     /// The rest of the current thread's timeslice.
     pub timeslice: Timeslice,
 }
@@ -55,6 +59,7 @@ impl CoreState {
     pub const IDLE: CoreState = CoreState {
         current: None,
         loaded_vcpu: None,
+        sleepers: [None; SLEEPERS],
         timeslice: Timeslice::new(Timeslice::DEFAULT_TICKS),
     };
 }
@@ -301,6 +306,9 @@ pub struct Kernel<S> {
 }
 
 type Reply = Result<(MessageInfo, [u64; REGISTER_MESSAGE_WORDS]), Error>;
+
+/// VCPUs waiting in `WFI` that one core keeps track of.
+pub const SLEEPERS: usize = 8;
 
 /// Registers `x0..x13`: all a system call reads (message words, number,
 /// capability pointer, message info, extra capability pointers).
@@ -1550,12 +1558,15 @@ impl<S: KernelStore> Kernel<S> {
         self.deliver_fault(core, thread, message)
     }
 
-    /// A timer tick on `core`: the current thread's timeslice shrinks.
-    pub fn tick(&mut self, core: usize) -> Effects {
+    /// A timer tick on `core` at system count `now`: the current thread's
+    /// timeslice shrinks, and VCPUs waiting in `WFI` whose virtual timer
+    /// is due but not in this core's registers wake.
+    pub fn tick(&mut self, core: usize, now: u64) -> Effects {
         let mut effects = Effects::default();
         if let Some(state) = self.cores.get_mut(core) {
             state.timeslice.tick();
         }
+        self.wake_due_sleepers(core, now, &mut effects);
         self.schedule(core, &mut effects);
         effects
     }

@@ -383,6 +383,17 @@ impl spin::RelaxStrategy for YieldRelax {
     }
 }
 
+/// The system count now (`CNTPCT_EL0`; guests' virtual count is the same:
+/// no virtual offset).
+pub fn physical_count() -> u64 {
+    let value: u64;
+    // SAFETY: reading the counter at EL2 has no side effect.
+    unsafe {
+        asm!("isb", "mrs {}, cntpct_el0", out(reg) value, options(nomem, nostack, preserves_flags))
+    };
+    value
+}
+
 /// Waits for an event (`SEV` from another core) or an interrupt.
 pub fn wait_for_event() {
     // SAFETY: WFE only pauses the core until an event or interrupt.

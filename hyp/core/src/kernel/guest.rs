@@ -5,7 +5,7 @@
 use hyp_abi::vcpu::VIRTUAL_TIMER_INTID;
 use hyp_abi::{Error, InvocationLabel};
 
-use super::{Effects, Kernel, Notice, Reply, success};
+use super::{Effects, Kernel, Notice, Reply, SLEEPERS, success};
 use crate::cap::Capability;
 use crate::cspace::KernelStore;
 use crate::exit::{self, Exit, Trap};
@@ -84,6 +84,13 @@ impl<S: KernelStore> Kernel<S> {
             {
                 self.cores[core].loaded_vcpu = None;
             }
+            for index in 0..SLEEPERS {
+                if let Some(vcpu) = self.cores[core].sleepers[index]
+                    && self.store.vcpu(vcpu).is_none()
+                {
+                    self.cores[core].sleepers[index] = None;
+                }
+            }
         }
     }
 
@@ -110,6 +117,11 @@ impl<S: KernelStore> Kernel<S> {
                 }
                 if let Some(tcb) = self.store.tcb_mut(thread) {
                     tcb.state = ThreadState::WaitingForInterrupt;
+                }
+                if let (Some(vcpu), Some(state)) = (vcpu, self.cores.get_mut(core))
+                    && let Some(free) = state.sleepers.iter_mut().find(|slot| slot.is_none())
+                {
+                    *free = Some(vcpu);
                 }
                 self.schedule(core, &mut effects);
             }
@@ -180,9 +192,65 @@ impl<S: KernelStore> Kernel<S> {
         (effects, true)
     }
 
+    /// Wakes the VCPUs of `core` that wait in `WFI`, are not loaded, and
+    /// whose saved virtual timer (enabled, not masked) is due at `now`.
+    pub(super) fn wake_due_sleepers(&mut self, core: usize, now: u64, effects: &mut Effects) {
+        use hyp_abi::vcpu_register::{CNTV_CTL_EL0, CNTV_CVAL_EL0};
+        let Some(state) = self.cores.get(core) else {
+            return;
+        };
+        let (sleepers, loaded) = (state.sleepers, state.loaded_vcpu);
+        for (index, sleeper) in sleepers.iter().enumerate() {
+            let Some(vcpu) = *sleeper else { continue };
+            if Some(vcpu) == loaded {
+                continue;
+            }
+            let waiting = self
+                .store
+                .vcpu(vcpu)
+                .and_then(|saved| saved.thread)
+                .and_then(|thread| self.store.tcb(thread))
+                .is_some_and(|tcb| tcb.state == ThreadState::WaitingForInterrupt);
+            if !waiting {
+                // Suspended meanwhile: nothing to wake.
+                if let Some(state) = self.cores.get_mut(core) {
+                    state.sleepers[index] = None;
+                }
+                continue;
+            }
+            let due = self.store.vcpu(vcpu).is_some_and(|saved| {
+                let control = saved.register(CNTV_CTL_EL0).unwrap_or(0);
+                let deadline = saved.register(CNTV_CVAL_EL0).unwrap_or(u64::MAX);
+                control & 0b11 == 0b01 && deadline <= now
+            });
+            if !due {
+                continue;
+            }
+            let thread = self.store.vcpu_mut(vcpu).and_then(|saved| {
+                let _ = saved.inject(VIRTUAL_TIMER_INTID, u64::from(VIRTUAL_TIMER_PRIORITY));
+                saved.thread
+            });
+            if let Some(state) = self.cores.get_mut(core) {
+                state.sleepers[index] = None;
+            }
+            if let Some(thread) = thread {
+                self.wake_from_wfi(core, thread, effects);
+            }
+        }
+    }
+
     /// Makes a VCPU thread that waits in `WFI` runnable again (a virtual
     /// interrupt is pending for it).
     fn wake_from_wfi(&mut self, core: usize, thread: ThreadRef, effects: &mut Effects) {
+        if let Some(vcpu) = self.store.tcb(thread).and_then(|tcb| tcb.vcpu) {
+            for state in &mut self.cores {
+                for sleeper in &mut state.sleepers {
+                    if *sleeper == Some(vcpu) {
+                        *sleeper = None;
+                    }
+                }
+            }
+        }
         let Some(tcb) = self.store.tcb_mut(thread) else {
             return;
         };

@@ -620,7 +620,7 @@ fn higher_priority_threads_preempt_and_equal_ones_share_by_timeslice() {
     let mut seen = Vec::new();
     for _ in 0..4 * Timeslice::DEFAULT_TICKS {
         seen.push(kernel.current(0).unwrap());
-        kernel.tick(0);
+        kernel.tick(0, 0);
     }
     assert!(
         seen.contains(&low_a) && seen.contains(&low_b),
@@ -1273,11 +1273,37 @@ fn a_vcpu_exit_is_one_message_and_its_reply_resumes_the_guest() {
         ThreadState::WaitingForInterrupt
     );
     assert_eq!(kernel.current(0), None);
-    // Its virtual timer fires: the interrupt is pending and it runs.
+    // Another VCPU is loaded on the core meanwhile: the tick watches the
+    // saved virtual timer and wakes the guest when it is due.
+    let vcpu = resume.vcpu.vcpu.unwrap();
+    kernel.cores[0].loaded_vcpu = None;
+    let saved = kernel.store.vcpu_mut(vcpu).unwrap();
+    saved
+        .set_register(hyp_abi::vcpu_register::CNTV_CVAL_EL0, 1000)
+        .unwrap();
+    saved
+        .set_register(hyp_abi::vcpu_register::CNTV_CTL_EL0, 1)
+        .unwrap();
+    kernel.tick(0, 999);
+    assert_eq!(
+        kernel.store.tcb(guest).unwrap().state,
+        ThreadState::WaitingForInterrupt,
+        "not due yet"
+    );
+    kernel.tick(0, 1000);
+    assert_eq!(kernel.current(0), Some(guest), "woken at its deadline");
+    assert!(
+        kernel.store.vcpu_mut(vcpu).unwrap().take_most_urgent()
+            == Some((27, VIRTUAL_TIMER_PRIORITY))
+    );
+    kernel.resume(0).unwrap().unwrap();
+    // Waiting again, loaded: its virtual timer fires in the hardware, the
+    // interrupt is pending and it runs.
+    kernel.vm_exit(0, wfi, false);
+    assert_eq!(kernel.current(0), None);
     let (_, taken) = kernel.virtual_timer(0);
     assert!(taken, "the loaded VCPU takes its timer");
     assert_eq!(kernel.current(0), Some(guest));
-    let vcpu = resume.vcpu.vcpu.unwrap();
     assert!(kernel.store.vcpu(vcpu).unwrap().is_pending(27));
 
     // An abort reply: the guest takes an injected exception at its next entry.
