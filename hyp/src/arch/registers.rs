@@ -123,6 +123,31 @@ pub unsafe fn set_up_native_threads() {
             options(nostack, preserves_flags)
         );
     }
+    let mdcr: u64;
+    // SAFETY: reading MDCR_EL2 has no side effect.
+    unsafe { asm!("mrs {}, mdcr_el2", out(reg) mdcr, options(nomem, nostack, preserves_flags)) };
+    // Guests must not program the debug hardware (a breakpoint or
+    // single-step left armed would fire under the native threads that
+    // share the core): their debug-register accesses trap to EL2 (TDA,
+    // TDOSA, TDRA) and reach their VMM. So do their PMU accesses (TPM,
+    // TPMCR: the counters are shared and a timing channel), except in
+    // benchmark builds, where guests read the cycle counter. HPMN keeps
+    // its reset value (all counters).
+    let traps = (1u64 << 9) | (1 << 10) | (1 << 11);
+    let pmu = if cfg!(feature = "bench") {
+        0
+    } else {
+        (1u64 << 5) | (1 << 6)
+    };
+    // SAFETY: only traps of lower levels change.
+    unsafe {
+        asm!(
+            "msr mdcr_el2, {}",
+            "isb",
+            in(reg) (mdcr & 0x1f) | traps | pmu,
+            options(nomem, nostack, preserves_flags)
+        )
+    };
 }
 
 /// Benchmark builds only: starts the cycle counter, counting at EL0, EL1
