@@ -199,6 +199,9 @@ impl<S: KernelStore> Kernel<S> {
         let Some(state) = self.cores.get(core) else {
             return;
         };
+        if state.sleepers.iter().all(Option::is_none) {
+            return;
+        }
         let (sleepers, loaded) = (state.sleepers, state.loaded_vcpu);
         for (index, sleeper) in sleepers.iter().enumerate() {
             let Some(vcpu) = *sleeper else { continue };
@@ -242,19 +245,20 @@ impl<S: KernelStore> Kernel<S> {
     /// Makes a VCPU thread that waits in `WFI` runnable again (a virtual
     /// interrupt is pending for it).
     fn wake_from_wfi(&mut self, core: usize, thread: ThreadRef, effects: &mut Effects) {
-        if let Some(vcpu) = self.store.tcb(thread).and_then(|tcb| tcb.vcpu) {
-            for state in &mut self.cores {
+        let Some(tcb) = self.store.tcb_mut(thread) else {
+            return;
+        };
+        if tcb.state == ThreadState::WaitingForInterrupt {
+            // It waited on the core it is pinned to: forget it there.
+            if let Some(vcpu) = tcb.vcpu
+                && let Some(state) = self.cores.get_mut(tcb.affinity)
+            {
                 for sleeper in &mut state.sleepers {
                     if *sleeper == Some(vcpu) {
                         *sleeper = None;
                     }
                 }
             }
-        }
-        let Some(tcb) = self.store.tcb_mut(thread) else {
-            return;
-        };
-        if tcb.state == ThreadState::WaitingForInterrupt {
             tcb.state = ThreadState::Runnable;
             if self.scheduler.enqueue(&mut self.store, thread).is_err() {
                 effects.notice = Some(Notice::Inconsistent("run queue"));
