@@ -265,7 +265,9 @@ extern "C" fn handle_lower(vector: u64, syndrome: u64, fault_address: u64) -> *c
                 return next_context(core, kernel, &effects);
             }
             let class = Syndrome::new(syndrome).class();
-            if kernel.current_vcpu(core).is_some() {
+            // The core is in guest mode exactly when the thread it resumed last
+            // (the one that trapped) runs as a VCPU (`switch_guest_state`).
+            if guest::in_guest_mode(core) {
                 let trap = Trap {
                     syndrome,
                     address: fault_address,
@@ -298,7 +300,7 @@ extern "C" fn handle_lower(vector: u64, syndrome: u64, fault_address: u64) -> *c
         // SError: an asynchronous abort, most likely of the interrupted
         // thread's own access; it is reported to that thread's handler
         // (a guest's to its VMM, as an exit it does not decode).
-        _ if kernel.current_vcpu(core).is_some() => {
+        _ if guest::in_guest_mode(core) => {
             let trap = Trap {
                 syndrome,
                 address: fault_address,
