@@ -364,6 +364,9 @@ fn apply_some(effects: &Effects) {
     if let Some(notice) = effects.notice {
         println!("hyp: {notice}");
     }
+    if let Some((base, size)) = effects.clean {
+        registers::clean_to_poc(base, size);
+    }
     if effects.kick_cores != 0 {
         interrupts::kick(effects.kick_cores);
     }

@@ -68,6 +68,11 @@ pub enum InvocationLabel {
     /// VCPU: `(intid, priority)`: makes virtual interrupt `intid` (below
     /// 1020) pending with `priority` (0 to 255, lower is more urgent).
     VcpuInjectIrq = 25,
+    /// Frame: writes its data back to memory (clean to the point of
+    /// coherency) and invalidates the instruction caches, so that a guest
+    /// starting with its MMU off (caches bypassed) sees what was written
+    /// into the frame through a cacheable mapping.
+    FrameClean = 26,
 }
 
 impl InvocationLabel {
@@ -93,6 +98,7 @@ impl InvocationLabel {
             23 => VcpuReadRegister,
             24 => VcpuWriteRegister,
             25 => VcpuInjectIrq,
+            26 => FrameClean,
             15 => FrameMap,
             16 => FrameUnmap,
             17 => PageTableMap,
@@ -198,12 +204,12 @@ mod tests {
 
     #[test]
     fn labels_and_types_round_trip() {
-        for label in 1..=25 {
+        for label in 1..=26 {
             let decoded = InvocationLabel::from_label(label).unwrap();
             assert_eq!(decoded as u64, label);
         }
         assert_eq!(InvocationLabel::from_label(0), None);
-        assert_eq!(InvocationLabel::from_label(26), None);
+        assert_eq!(InvocationLabel::from_label(27), None);
         for number in 0..=9 {
             assert_eq!(ObjectType::from_number(number).unwrap() as u64, number);
         }

@@ -80,6 +80,9 @@ pub struct Effects {
     pub kick_cores: u8,
     /// Something to report on the console.
     pub notice: Option<Notice>,
+    /// `FrameClean`: clean this physical range `(base, size)` to the
+    /// point of coherency and invalidate the instruction caches.
+    pub clean: Option<(u64, u64)>,
 }
 
 impl Effects {
@@ -92,6 +95,7 @@ impl Effects {
             && !self.flush_tlb
             && self.kick_cores == 0
             && self.notice.is_none()
+            && self.clean.is_none()
     }
 }
 
@@ -957,6 +961,15 @@ impl<S: KernelStore> Kernel<S> {
                 vspace::frame_unmap(&mut self.store, slot)?;
                 effects.flush_tlb = true;
                 self.kick_all_others(core, effects);
+                success(&[])
+            }
+            (
+                L::FrameClean,
+                Capability::Frame {
+                    object, size_bits, ..
+                },
+            ) => {
+                effects.clean = Some((object.0, 1u64 << size_bits));
                 success(&[])
             }
             (L::PageTableMap, Capability::PageTable { .. }) => {

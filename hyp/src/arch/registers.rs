@@ -212,6 +212,32 @@ pub fn flush_guest_tlbs() {
     }
 }
 
+/// Writes `[start, start + size)` back to memory (clean to the point of
+/// coherency) and invalidates the instruction caches: what was written
+/// through a cacheable mapping is then what a core with its caches off
+/// (a guest starting with its MMU off) reads and executes (`FrameClean`).
+pub fn clean_to_poc(start: u64, size: u64) {
+    let line = data_cache_line_size();
+    let mut address = start & !(line - 1);
+    while address < start.saturating_add(size) {
+        // SAFETY: cleaning a line of RAM (a frame, mapped at EL2 like all
+        // RAM) writes back its data; it does not change what a read
+        // returns.
+        unsafe { asm!("dc cvac, {}", in(reg) address, options(nostack, preserves_flags)) };
+        address += line;
+    }
+    // SAFETY: barriers and an instruction-cache invalidation only.
+    unsafe {
+        asm!(
+            "dsb ish",
+            "ic ialluis",
+            "dsb ish",
+            "isb",
+            options(nostack, preserves_flags)
+        )
+    };
+}
+
 /// Makes `[start, start + size)` just written by the kernel visible to
 /// instruction fetches (root task image at boot).
 pub fn sync_instruction_cache(start: u64, size: u64) {

@@ -428,6 +428,15 @@ impl Frame {
     }
 }
 
+impl Frame {
+    /// `FrameClean`: writes the frame's data back to memory and invalidates
+    /// the instruction caches (before a guest that starts with its MMU off
+    /// runs what was written into it).
+    pub fn clean(self) -> Result<(), Error> {
+        invoke_unit(self.0, InvocationLabel::FrameClean, &[], &[])
+    }
+}
+
 impl PageTable {
     /// `PageTableMap`: links the table into `vspace` for `address`, at the
     /// first level of the walk that has no table yet.

@@ -541,6 +541,28 @@ fn build(
         .map_err(|_| GuestError::BadPayload("guest RAM outside the window"))?;
     }
 
+    // The guest starts with its MMU off, reading memory past the caches:
+    // write back what was just loaded through init's cacheable mapping.
+    let mut written = [
+        (plan.kernel.start, kernel_size),
+        (plan.dtb.start, tree_length as u64),
+        (0, 0),
+    ];
+    if let Some((start, end)) = initrd_range {
+        written[2] = (start, end - start);
+    }
+    for (frame, (slot, _)) in ram.iter().take(frames as usize).enumerate() {
+        let base = RAM_BASE + frame as u64 * LARGE_FRAME;
+        let touched = written
+            .iter()
+            .any(|&(start, size)| size != 0 && start < base + LARGE_FRAME && start + size > base);
+        if touched {
+            Frame::new(*slot)
+                .clean()
+                .map_err(step("clean a loaded guest RAM frame"))?;
+        }
+    }
+
     // GICv2: the hardware's virtual CPU interface where the guest expects
     // its GIC CPU interface.
     if gic_version == 2 {

@@ -1338,3 +1338,43 @@ fn a_vcpu_exit_is_one_message_and_its_reply_resumes_the_guest() {
     );
     assert!(!resume.vcpu.load, "still loaded: nothing to switch");
 }
+
+/// `FrameClean` asks the arch layer to clean exactly the frame's memory,
+/// and only a frame capability can ask.
+#[test]
+fn frame_clean_names_the_frames_memory() {
+    let (mut kernel, _) = booted();
+    let free = first_free(&kernel);
+    retype(&mut kernel, ObjectType::Frame4K, 0, free);
+    retype(&mut kernel, ObjectType::Tcb, 0, free + 1);
+    let base = match kernel
+        .store
+        .slot(SlotRef {
+            cnode: root_cnode(&kernel),
+            index: free,
+        })
+        .unwrap()
+        .capability
+    {
+        Capability::Frame { object, .. } => object.0,
+        other => panic!("{other:?}"),
+    };
+    let info = MessageInfo::new(InvocationLabel::FrameClean as u64, 0);
+    let (thread, effects) = enter(&mut kernel, 0, Syscall::Call as u64, free, info, &[], &[]);
+    assert_eq!(returned(&kernel, thread).error(), None);
+    assert_eq!(effects.clean, Some((base, 4096)));
+    let (thread, effects) = enter(
+        &mut kernel,
+        0,
+        Syscall::Call as u64,
+        free + 1,
+        info,
+        &[],
+        &[],
+    );
+    assert_eq!(
+        returned(&kernel, thread).error(),
+        Some(Error::IllegalOperation)
+    );
+    assert_eq!(effects.clean, None);
+}
