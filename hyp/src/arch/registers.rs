@@ -212,18 +212,34 @@ pub fn flush_guest_tlbs() {
     }
 }
 
-/// Writes `[start, start + size)` back to memory (clean to the point of
-/// coherency) and invalidates the instruction caches: what was written
-/// through a cacheable mapping is then what a core with its caches off
-/// (a guest starting with its MMU off) reads and executes (`FrameClean`).
-pub fn clean_to_poc(start: u64, size: u64) {
+/// Where [`clean_data_cache`] writes lines back to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum CleanTo {
+    /// The point of unification: what this core's instruction fetches
+    /// see.
+    Unification,
+    /// The point of coherency: memory, which a core with its caches off
+    /// reads.
+    Coherency,
+}
+
+/// Cleans every data-cache line of `[start, start + size)` to `point`,
+/// then invalidates the instruction caches of all cores.
+fn clean_data_cache(start: u64, size: u64, point: CleanTo) {
     let line = data_cache_line_size();
     let mut address = start & !(line - 1);
     while address < start.saturating_add(size) {
-        // SAFETY: cleaning a line of RAM (a frame, mapped at EL2 like all
-        // RAM) writes back its data; it does not change what a read
-        // returns.
-        unsafe { asm!("dc cvac, {}", in(reg) address, options(nostack, preserves_flags)) };
+        match point {
+            // SAFETY: cleaning a line of RAM (mapped at EL2 like all RAM)
+            // writes back its data; it does not change what a read returns.
+            CleanTo::Unification => unsafe {
+                asm!("dc cvau, {}", in(reg) address, options(nostack, preserves_flags));
+            },
+            // SAFETY: as above, to memory.
+            CleanTo::Coherency => unsafe {
+                asm!("dc cvac, {}", in(reg) address, options(nostack, preserves_flags));
+            },
+        }
         address += line;
     }
     // SAFETY: barriers and an instruction-cache invalidation only.
@@ -238,27 +254,18 @@ pub fn clean_to_poc(start: u64, size: u64) {
     };
 }
 
+/// Writes `[start, start + size)` back to memory (clean to the point of
+/// coherency) and invalidates the instruction caches: what was written
+/// through a cacheable mapping is then what a core with its caches off
+/// (a guest starting with its MMU off) reads and executes (`FrameClean`).
+pub fn clean_to_poc(start: u64, size: u64) {
+    clean_data_cache(start, size, CleanTo::Coherency);
+}
+
 /// Makes `[start, start + size)` just written by the kernel visible to
 /// instruction fetches (root task image at boot).
 pub fn sync_instruction_cache(start: u64, size: u64) {
-    let line = data_cache_line_size();
-    let mut address = start & !(line - 1);
-    while address < start.saturating_add(size) {
-        // SAFETY: cleaning a mapped line to the point of unification only
-        // writes back data; it does not change what a read returns.
-        unsafe { asm!("dc cvau, {}", in(reg) address, options(nostack, preserves_flags)) };
-        address += line;
-    }
-    // SAFETY: barriers and an instruction-cache invalidation only.
-    unsafe {
-        asm!(
-            "dsb ish",
-            "ic ialluis",
-            "dsb ish",
-            "isb",
-            options(nostack, preserves_flags)
-        )
-    };
+    clean_data_cache(start, size, CleanTo::Unification);
 }
 
 /// Installs the EL2 exception vector table.

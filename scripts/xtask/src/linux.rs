@@ -13,6 +13,7 @@
 //!   `-icount shift=0` (see [`bench`] and `docs/linux-guest.md`).
 
 use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin};
 use std::sync::{Arc, Mutex};
@@ -500,17 +501,25 @@ pub fn bare_command(
     command
 }
 
-/// A QEMU run whose console is recorded and typed into.
-struct Console {
+/// A QEMU run whose console is recorded and typed into (`linux-bare` and
+/// `bench-linux`).
+pub(crate) struct Console {
     child: Child,
     stdin: Option<ChildStdin>,
     transcript: Arc<Mutex<Vec<u8>>>,
     readers: [Option<thread::JoinHandle<()>>; 2],
-    started: Instant,
+    /// When QEMU started.
+    pub(crate) started: Instant,
+    /// The command whose failures this run reports (`linux-bare`, ...).
+    program: &'static str,
 }
 
 impl Console {
-    fn start(command: std::process::Command) -> Result<Console, String> {
+    /// Starts `command` for `program` (which names it in failure reports).
+    pub(crate) fn start(
+        command: std::process::Command,
+        program: &'static str,
+    ) -> Result<Console, String> {
         println!("xtask: {command:?}");
         let Running {
             mut child,
@@ -525,11 +534,12 @@ impl Console {
             transcript,
             readers,
             started: Instant::now(),
+            program,
         })
     }
 
     /// The console output so far (carriage returns removed).
-    fn text(&self) -> String {
+    pub(crate) fn text(&self) -> String {
         snapshot(&self.transcript)
     }
 
@@ -589,13 +599,52 @@ impl Console {
             .map_or(String::new(), |(_, rest)| rest.to_owned()))
     }
 
+    /// Fails if QEMU has exited or `deadline` has passed.
+    pub(crate) fn check_running(
+        &mut self,
+        waiting_for: &str,
+        deadline: Instant,
+    ) -> Result<(), String> {
+        if let Ok(Some(status)) = self.child.try_wait() {
+            return Err(self.failure(&format!("QEMU exited ({status}) before {waiting_for}")));
+        }
+        if Instant::now() > deadline {
+            return Err(self.failure(&format!("no {waiting_for} within {} s", TIMEOUT.as_secs())));
+        }
+        Ok(())
+    }
+
+    /// Connects to QEMU's `what` on `port`, retrying while QEMU starts.
+    pub(crate) fn connect(&mut self, port: u16, what: &str) -> Result<TcpStream, String> {
+        let started = Instant::now();
+        loop {
+            match TcpStream::connect(("127.0.0.1", port)) {
+                Ok(stream) => return Ok(stream),
+                Err(error) => {
+                    if let Ok(Some(status)) = self.child.try_wait() {
+                        return Err(self.failure(&format!(
+                            "QEMU exited ({status}) before its {what} took connections"
+                        )));
+                    }
+                    if started.elapsed() > Duration::from_secs(10) {
+                        return Err(self.failure(&format!(
+                            "cannot connect to QEMU's {what} on port {port}: {error}"
+                        )));
+                    }
+                    thread::sleep(Duration::from_millis(50));
+                }
+            }
+        }
+    }
+
     /// A failure report: `why`, then the last console lines.
-    fn failure(&self, why: &str) -> String {
+    pub(crate) fn failure(&self, why: &str) -> String {
         let text = self.text();
         let lines: Vec<&str> = text.lines().collect();
         let first = lines.len().saturating_sub(REPORT_LINES);
         format!(
-            "linux-bare: FAILED after {:.1} s: {why}\n----- last {} console lines -----\n{}\n----- end -----",
+            "{}: FAILED after {:.1} s: {why}\n----- last {} console lines -----\n{}\n----- end -----",
+            self.program,
             self.started.elapsed().as_secs_f64(),
             lines.len() - first,
             lines[first..].join("\n")
@@ -603,7 +652,7 @@ impl Console {
     }
 
     /// Kills QEMU (if it still runs) and collects the reader threads.
-    fn finish(mut self) {
+    pub(crate) fn finish(mut self) {
         drop(self.stdin.take());
         stop(&mut self.child);
         for reader in self.readers.into_iter().flatten() {
@@ -612,9 +661,20 @@ impl Console {
     }
 }
 
+/// A TCP port nobody listens on now (QEMU takes it a moment later).
+pub(crate) fn free_port() -> Result<u16, String> {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .map(|address| address.port())
+        .map_err(|error| format!("cannot find a free TCP port: {error}"))
+}
+
 /// Boots the guest, checks its shell answers, and powers it off.
 fn shell_test(guest: &Guest, gic_version: u8) -> Result<(), String> {
-    let mut console = Console::start(bare_command(guest, gic_version, BARE_MEMORY, "", ""))?;
+    let mut console = Console::start(
+        bare_command(guest, gic_version, BARE_MEMORY, "", ""),
+        "linux-bare",
+    )?;
     let outcome = shell_session(&mut console, gic_version);
     let seconds = console.started.elapsed().as_secs_f64();
     console.finish();
@@ -701,12 +761,11 @@ fn shell_session(console: &mut Console, gic_version: u8) -> Result<(), String> {
 /// `cargo xtask bench-linux` (`linux_bench.rs`) runs it too, with the
 /// guest's RAM as well as the reference 512 MiB.
 pub mod bench {
-    use std::net::{TcpListener, TcpStream};
-    use std::thread;
     use std::time::{Duration, Instant};
 
-    use super::{BENCH_POWEROFF, Console, Guest, REACHED_INIT, SHELL_READY, TIMEOUT, bare_command};
-    use crate::systest::{Running, start_recording};
+    use super::{
+        BENCH_POWEROFF, Console, Guest, REACHED_INIT, SHELL_READY, TIMEOUT, bare_command, free_port,
+    };
 
     /// PSCI `SYSTEM_OFF` (SMC32 function ID), in `x0` when the guest powers off.
     const PSCI_SYSTEM_OFF: u64 = 0x8400_0008;
@@ -737,20 +796,7 @@ pub mod bench {
             .arg(format!("tcp:127.0.0.1:{gdb_port}"))
             .arg("-qmp")
             .arg(format!("tcp:127.0.0.1:{qmp_port},server,wait=off"));
-        println!("xtask: {command:?}");
-        let Running {
-            child,
-            transcript,
-            readers,
-        } = start_recording(command)
-            .map_err(|error| format!("cannot start qemu-system-aarch64: {error}"))?;
-        let mut console = Console {
-            child,
-            stdin: None,
-            transcript,
-            readers,
-            started: Instant::now(),
-        };
+        let mut console = Console::start(command, "linux-bare")?;
         let outcome = measure(&mut console, gdb_port, qmp_port);
         console.finish();
         let measurement = outcome?;
@@ -791,7 +837,7 @@ pub mod bench {
 
     fn measure(console: &mut Console, gdb_port: u16, qmp_port: u16) -> Result<Measurement, String> {
         let deadline = console.started + TIMEOUT;
-        let stream = connect(console, gdb_port, "gdbstub")?;
+        let stream = console.connect(gdb_port, "gdbstub")?;
         let mut gdb = super::rsp::Client::new(stream)?;
         let registers = gdb.target_registers(deadline)?;
         let number = |name: &str| {
@@ -854,7 +900,7 @@ pub mod bench {
             None => None,
         };
 
-        let stream = connect(console, qmp_port, "QMP monitor")?;
+        let stream = console.connect(qmp_port, "QMP monitor")?;
         let mut qmp = super::qmp::Client::new(stream, deadline)?;
         let reply = qmp.execute("query-replay", deadline)?;
         let instructions = super::qmp::icount(&reply)
@@ -867,37 +913,6 @@ pub mod bench {
             pc,
             seconds,
         })
-    }
-
-    /// A TCP port nobody listens on now (QEMU takes it a moment later).
-    fn free_port() -> Result<u16, String> {
-        TcpListener::bind("127.0.0.1:0")
-            .and_then(|listener| listener.local_addr())
-            .map(|address| address.port())
-            .map_err(|error| format!("cannot find a free TCP port: {error}"))
-    }
-
-    /// Connects to QEMU's `what` on `port`, retrying while QEMU starts.
-    fn connect(console: &mut Console, port: u16, what: &str) -> Result<TcpStream, String> {
-        let started = Instant::now();
-        loop {
-            match TcpStream::connect(("127.0.0.1", port)) {
-                Ok(stream) => return Ok(stream),
-                Err(error) => {
-                    if let Ok(Some(status)) = console.child.try_wait() {
-                        return Err(console.failure(&format!(
-                            "QEMU exited ({status}) before its {what} took connections"
-                        )));
-                    }
-                    if started.elapsed() > Duration::from_secs(10) {
-                        return Err(console.failure(&format!(
-                            "cannot connect to QEMU's {what} on port {port}: {error}"
-                        )));
-                    }
-                    thread::sleep(Duration::from_millis(50));
-                }
-            }
-        }
     }
 }
 
@@ -1606,7 +1621,7 @@ mod tests {
             "-c",
             "echo booting; echo '# '; read line; eval \"$line\"; exit 3",
         ]);
-        let mut console = Console::start(command).unwrap();
+        let mut console = Console::start(command, "linux-bare").unwrap();
         console
             .wait_for(0, "the prompt", |text| text.find("# "))
             .unwrap();

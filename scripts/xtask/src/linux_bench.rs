@@ -27,10 +27,8 @@
 //!   the cause is not pinned down), so the two figures come from two runs;
 //!   up to the guest's first instruction the runs are identical.
 
-use std::net::{TcpListener, TcpStream};
 use std::path::Path;
 use std::process::Command;
-use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -39,7 +37,6 @@ use board_configs::system;
 use crate::image;
 use crate::linux::{self, REACHED_INIT, SHELL_READY, qmp, rsp};
 use crate::qemu::Machine;
-use crate::systest::{Running, snapshot, start_recording, stop};
 
 /// The system description of the benchmark (`board-configs/systems/`).
 const SYSTEM: &str = "linux-bench";
@@ -54,7 +51,6 @@ const POLL: Duration = Duration::from_millis(1);
 /// How long the idle machine runs to measure its pace after the stop.
 const IDLE_WINDOW: Duration = Duration::from_millis(250);
 /// How many console lines a failure report shows.
-const REPORT_LINES: usize = 40;
 /// Where a guest's RAM starts in its own address space (`init`'s
 /// `guest::RAM_BASE`); the kernel goes at this base plus the `Image`
 /// header's `text_offset` (`vmm-server/src/image.rs`). A wrong value shows
@@ -255,8 +251,8 @@ fn hypervisor_command(image: &Path) -> Command {
 /// instruction, runs to it (stepping over hits at other exception levels)
 /// and returns the instructions executed before it.
 fn count_to_guest_entry(image: &Path, entry: u64) -> Result<u64, String> {
-    let gdb_port = free_port()?;
-    let qmp_port = free_port()?;
+    let gdb_port = linux::free_port()?;
+    let qmp_port = linux::free_port()?;
     let mut command = hypervisor_command(image);
     command
         .arg("-S")
@@ -264,14 +260,14 @@ fn count_to_guest_entry(image: &Path, entry: u64) -> Result<u64, String> {
         .arg(format!("tcp:127.0.0.1:{gdb_port}"))
         .arg("-qmp")
         .arg(format!("tcp:127.0.0.1:{qmp_port},server,wait=off"));
-    let mut qemu = Qemu::start(command)?;
+    let mut qemu = linux::Console::start(command, "bench-linux")?;
     let outcome = run_to_guest_entry(&mut qemu, gdb_port, qmp_port, entry);
     qemu.finish();
     outcome
 }
 
 fn run_to_guest_entry(
-    qemu: &mut Qemu,
+    qemu: &mut linux::Console,
     gdb_port: u16,
     qmp_port: u16,
     entry: u64,
@@ -367,19 +363,19 @@ struct Poweroff {
 /// poweroff, and reads the count; then lets the idle machine run a moment
 /// to measure its pace.
 fn count_to_poweroff(image: &Path) -> Result<Poweroff, String> {
-    let qmp_port = free_port()?;
+    let qmp_port = linux::free_port()?;
     let mut command = hypervisor_command(image);
     command
         .arg("-S")
         .arg("-qmp")
         .arg(format!("tcp:127.0.0.1:{qmp_port},server,wait=off"));
-    let mut qemu = Qemu::start(command)?;
+    let mut qemu = linux::Console::start(command, "bench-linux")?;
     let outcome = run_to_poweroff(&mut qemu, qmp_port);
     qemu.finish();
     outcome
 }
 
-fn run_to_poweroff(qemu: &mut Qemu, qmp_port: u16) -> Result<Poweroff, String> {
+fn run_to_poweroff(qemu: &mut linux::Console, qmp_port: u16) -> Result<Poweroff, String> {
     let deadline = qemu.started + TIMEOUT;
     let mut monitor = qmp::Client::new(qemu.connect(qmp_port, "QMP monitor")?, deadline)?;
     monitor.execute("cont", deadline)?;
@@ -435,97 +431,6 @@ fn icount(monitor: &mut qmp::Client, deadline: Instant) -> Result<u64, String> {
     let reply = monitor.execute("query-replay", deadline)?;
     qmp::icount(&reply)
         .ok_or_else(|| format!("QMP query-replay answered without an icount: {reply}"))
-}
-
-/// A QEMU run with its console recorded.
-struct Qemu {
-    child: std::process::Child,
-    transcript: Arc<Mutex<Vec<u8>>>,
-    readers: [Option<thread::JoinHandle<()>>; 2],
-    started: Instant,
-}
-
-impl Qemu {
-    fn start(command: Command) -> Result<Qemu, String> {
-        println!("xtask: {command:?}");
-        let Running {
-            child,
-            transcript,
-            readers,
-        } = start_recording(command)
-            .map_err(|error| format!("cannot start qemu-system-aarch64: {error}"))?;
-        Ok(Qemu {
-            child,
-            transcript,
-            readers,
-            started: Instant::now(),
-        })
-    }
-
-    fn text(&self) -> String {
-        snapshot(&self.transcript)
-    }
-
-    /// Fails if QEMU has exited or `deadline` has passed.
-    fn check_running(&mut self, waiting_for: &str, deadline: Instant) -> Result<(), String> {
-        if let Ok(Some(status)) = self.child.try_wait() {
-            return Err(self.failure(&format!("QEMU exited ({status}) before {waiting_for}")));
-        }
-        if Instant::now() > deadline {
-            return Err(self.failure(&format!("no {waiting_for} within {} s", TIMEOUT.as_secs())));
-        }
-        Ok(())
-    }
-
-    /// Connects to QEMU's `what` on `port`, retrying while QEMU starts.
-    fn connect(&mut self, port: u16, what: &str) -> Result<TcpStream, String> {
-        let started = Instant::now();
-        loop {
-            match TcpStream::connect(("127.0.0.1", port)) {
-                Ok(stream) => return Ok(stream),
-                Err(error) => {
-                    if let Ok(Some(status)) = self.child.try_wait() {
-                        return Err(self.failure(&format!(
-                            "QEMU exited ({status}) before its {what} took connections"
-                        )));
-                    }
-                    if started.elapsed() > Duration::from_secs(10) {
-                        return Err(self.failure(&format!(
-                            "cannot connect to QEMU's {what} on port {port}: {error}"
-                        )));
-                    }
-                    thread::sleep(Duration::from_millis(50));
-                }
-            }
-        }
-    }
-
-    fn failure(&self, why: &str) -> String {
-        let text = self.text();
-        let lines: Vec<&str> = text.lines().collect();
-        let first = lines.len().saturating_sub(REPORT_LINES);
-        format!(
-            "bench-linux: FAILED after {:.1} s: {why}\n----- last {} console lines -----\n{}\n----- end -----",
-            self.started.elapsed().as_secs_f64(),
-            lines.len() - first,
-            lines[first..].join("\n")
-        )
-    }
-
-    fn finish(mut self) {
-        stop(&mut self.child);
-        for reader in self.readers.into_iter().flatten() {
-            let _ = reader.join();
-        }
-    }
-}
-
-/// A TCP port nobody listens on now (QEMU takes it a moment later).
-fn free_port() -> Result<u16, String> {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|listener| listener.local_addr())
-        .map(|address| address.port())
-        .map_err(|error| format!("cannot find a free TCP port: {error}"))
 }
 
 /// A `-m` size in megabytes (`256M`) as the text says sizes (`256 MiB`).

@@ -140,6 +140,28 @@ fn read_word(address: u64) -> Result<u64, GuestError> {
     window::read(address).map_err(|_| GuestError::BadPayload("outside the window"))
 }
 
+/// Fills `bytes` from the window at `address` (8-byte aligned), a word at a
+/// time (the last word may reach past `bytes`: payload entries are padded).
+fn read_bytes(address: u64, bytes: &mut [u8]) -> Result<(), GuestError> {
+    for (word, chunk) in bytes.chunks_mut(8).enumerate() {
+        let value = read_word(address + 8 * word as u64)?.to_le_bytes();
+        chunk.copy_from_slice(&value[..chunk.len()]);
+    }
+    Ok(())
+}
+
+/// Writes `bytes` into the window at `address` (8-byte aligned), a word at
+/// a time, the last one padded with zeros.
+fn write_bytes(address: u64, bytes: &[u8]) -> Result<(), GuestError> {
+    for (word, chunk) in bytes.chunks(8).enumerate() {
+        let mut value = [0u8; 8];
+        value[..chunk.len()].copy_from_slice(chunk);
+        window::write(address + 8 * word as u64, u64::from_le_bytes(value))
+            .map_err(|_| GuestError::BadPayload("guest RAM outside the window"))?;
+    }
+    Ok(())
+}
+
 /// Maps the payload's frames at [`PAYLOAD_WINDOW`] and reads the directory.
 fn map_payload(boot_info: &BootInfo<'_>, arena: &mut Arena<'_>) -> Result<Payload, GuestError> {
     let vspace = VSpace::new(hyp_abi::initial_slots::VSPACE);
@@ -167,10 +189,7 @@ fn map_payload(boot_info: &BootInfo<'_>, arena: &mut Arena<'_>) -> Result<Payloa
     let size = boot_info.payload_size();
     for index in 0..count {
         let at = PAYLOAD_WINDOW + (payload::FIRST_ENTRY + index * payload::ENTRY_SIZE) as u64;
-        for word in 0..payload::NAME_SIZE / 8 {
-            let bytes = read_word(at + 8 * word as u64)?.to_le_bytes();
-            found.names[index][8 * word..8 * word + 8].copy_from_slice(&bytes);
-        }
+        read_bytes(at, &mut found.names[index])?;
         let offset = read_word(at + payload::NAME_SIZE as u64)?;
         let length = read_word(at + payload::NAME_SIZE as u64 + 8)?;
         if offset % payload::ALIGNMENT != 0 || offset.saturating_add(length) > size {
@@ -185,8 +204,9 @@ fn map_payload(boot_info: &BootInfo<'_>, arena: &mut Arena<'_>) -> Result<Payloa
 /// `to` (both 8-byte aligned) of the guest mapped at `window`. Whole
 /// words: the payload pads every entry with zeros to 2 MiB.
 fn copy_into_guest(from: u64, to: u64, length: u64, window: u64) -> Result<(), GuestError> {
-    let words = length.div_ceil(8);
-    for word in 0..words {
+    // The hot loop of loading a guest (millions of words): one load and
+    // one store each, no byte shuffling.
+    for word in 0..length.div_ceil(8) {
         let value = read_word(PAYLOAD_WINDOW + from + 8 * word)?;
         window::write(window + to + 8 * word, value)
             .map_err(|_| GuestError::BadPayload("guest RAM outside the window"))?;
@@ -333,11 +353,7 @@ fn read_description<'t>(
     if length > DESCRIPTION_BYTES {
         return Err(GuestError::BadDescription);
     }
-    for word in 0..length.div_ceil(8) {
-        let bytes = read_word(PAYLOAD_WINDOW + offset + 8 * word as u64)?.to_le_bytes();
-        let end = (8 * word + 8).min(length);
-        text[8 * word..end].copy_from_slice(&bytes[..end - 8 * word]);
-    }
+    read_bytes(PAYLOAD_WINDOW + offset, &mut text[..length])?;
     core::str::from_utf8(&text[..length]).map_err(|_| GuestError::BadDescription)
 }
 
@@ -449,10 +465,7 @@ fn build(
     };
     // The kernel's first bytes say how to load it.
     let mut header = [0u8; 64];
-    for word in 0..8 {
-        let bytes = read_word(PAYLOAD_WINDOW + kernel_offset + 8 * word as u64)?.to_le_bytes();
-        header[8 * word..8 * word + 8].copy_from_slice(&bytes);
-    }
+    read_bytes(PAYLOAD_WINDOW + kernel_offset, &mut header)?;
     let plan = vmm_server::image::plan(
         RAM_BASE,
         guest.ram_bytes,
@@ -531,15 +544,7 @@ fn build(
     };
     let tree_length =
         vmm_server::guest_dt::build(&config, &mut tree).map_err(|_| GuestError::DeviceTree)?;
-    for (word, chunk) in tree[..tree_length].chunks(8).enumerate() {
-        let mut bytes = [0u8; 8];
-        bytes[..chunk.len()].copy_from_slice(chunk);
-        window::write(
-            window + plan.dtb.start - RAM_BASE + 8 * word as u64,
-            u64::from_le_bytes(bytes),
-        )
-        .map_err(|_| GuestError::BadPayload("guest RAM outside the window"))?;
-    }
+    write_bytes(window + plan.dtb.start - RAM_BASE, &tree[..tree_length])?;
 
     // The guest starts with its MMU off, reading memory past the caches:
     // write back what was just loaded through init's cacheable mapping.

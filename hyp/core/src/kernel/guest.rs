@@ -64,12 +64,6 @@ pub(super) fn switch_for(state: &mut super::CoreState, vcpu: Option<ObjectRef>) 
 }
 
 impl<S: KernelStore> Kernel<S> {
-    /// The VCPU that `core`'s current thread runs as.
-    pub fn current_vcpu(&self, core: usize) -> Option<ObjectRef> {
-        let thread = self.current(core)?;
-        self.store.tcb(thread)?.vcpu
-    }
-
     /// The VCPU loaded on `core` (its state is in that core's registers).
     pub fn loaded_vcpu(&self, core: usize) -> Option<ObjectRef> {
         self.cores.get(core)?.loaded_vcpu
