@@ -274,22 +274,26 @@ extern "C" fn handle_lower(vector: u64, syndrome: u64, fault_address: u64) -> *c
                     hpfar: guest::hpfar(),
                 };
                 let pending = class == ExceptionClass::TrappedWfx && guest::list_register_pending();
-                let effects = kernel.vm_exit(core, trap, pending);
+                let mut effects = Effects::default();
+                kernel.vm_exit_into(core, trap, pending, &mut effects);
                 return next_context(core, kernel, &effects);
             }
+            let mut effects = Effects::default();
             match class {
-                ExceptionClass::SvcAarch64 => kernel.syscall(core),
+                ExceptionClass::SvcAarch64 => kernel.syscall_into(core, &mut effects),
                 ExceptionClass::DataAbortLowerLevel
-                | ExceptionClass::InstructionAbortLowerLevel => kernel.fault(
+                | ExceptionClass::InstructionAbortLowerLevel => kernel.fault_into(
                     core,
                     UserFault::Memory {
                         address: fault_address,
                         instruction: class == ExceptionClass::InstructionAbortLowerLevel,
                         status: syndrome & 0x1ff_ffff,
                     },
+                    &mut effects,
                 ),
-                _ => kernel.fault(core, UserFault::Instruction { syndrome }),
+                _ => kernel.fault_into(core, UserFault::Instruction { syndrome }, &mut effects),
             }
+            effects
         }
         // IRQ or FIQ: the interrupt controller says which interrupts.
         1 | 2 => {
@@ -323,7 +327,9 @@ fn take_interrupts(core: usize, kernel: &mut Kernel<RealStore>, effects: &mut Ef
                 more
             }
             Source::Device(intid) => {
-                kernel.interrupt(core, u16::try_from(intid).unwrap_or(u16::MAX))
+                let mut more = Effects::default();
+                kernel.interrupt_into(core, u16::try_from(intid).unwrap_or(u16::MAX), &mut more);
+                more
             }
             Source::VirtualTimer => {
                 guest::mask_virtual_timer();

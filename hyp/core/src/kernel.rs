@@ -1279,7 +1279,7 @@ impl<S: KernelStore> Kernel<S> {
     /// straight into its registers and the core switches to it. Same
     /// outcome as `ipc::send_fault` then `schedule`; returns false, having
     /// changed nothing, when a condition does not hold.
-    fn fast_fault(&mut self, core: usize, thread: ThreadRef, message: FaultMessage) -> bool {
+    fn fast_fault(&mut self, core: usize, thread: ThreadRef, message: &FaultMessage) -> bool {
         let Some((endpoint, badge)) = self.store.tcb(thread).and_then(|tcb| tcb.fault_endpoint)
         else {
             return false;
@@ -1301,7 +1301,7 @@ impl<S: KernelStore> Kernel<S> {
                 tcb.caller = Some(thread);
             },
             |tcb| {
-                tcb.pending_fault = Some(message);
+                tcb.pending_fault = Some(*message);
                 tcb.state = ThreadState::BlockedOnReply;
                 tcb.reply_holder = Some(handler);
             },
@@ -1548,8 +1548,15 @@ impl<S: KernelStore> Kernel<S> {
 
     /// The current thread of `core` faulted (its registers are saved).
     pub fn fault(&mut self, core: usize, fault: UserFault) -> Effects {
+        let mut effects = Effects::default();
+        self.fault_into(core, fault, &mut effects);
+        effects
+    }
+
+    /// [`Kernel::fault`], adding its effects to `effects`.
+    pub fn fault_into(&mut self, core: usize, fault: UserFault, effects: &mut Effects) {
         let Some(thread) = self.current(core) else {
-            return Effects::default();
+            return;
         };
         let pc = self.context(thread).map_or(0, |context| context.pc);
         let message = match fault {
@@ -1568,7 +1575,7 @@ impl<S: KernelStore> Kernel<S> {
                 length: instruction_fault::LENGTH,
             },
         };
-        self.deliver_fault(core, thread, message)
+        self.deliver_fault(core, thread, &message, effects);
     }
 
     /// A timer tick on `core` at system count `now`: the current thread's
@@ -1587,18 +1594,23 @@ impl<S: KernelStore> Kernel<S> {
     /// Interrupt `irq` arrived on `core` (the arch layer has masked it).
     pub fn interrupt(&mut self, core: usize, irq: u16) -> Effects {
         let mut effects = Effects::default();
+        self.interrupt_into(core, irq, &mut effects);
+        effects
+    }
+
+    /// [`Kernel::interrupt`], adding its effects to `effects`.
+    pub fn interrupt_into(&mut self, core: usize, irq: u16, effects: &mut Effects) {
         if self.fastpath && self.fast_interrupt(core, irq) {
-            return effects;
+            return;
         }
         match irq::raise(&mut self.store, &mut self.scheduler, irq) {
-            Ok(irq::Raised::Signalled) => self.kick_all_others(core, &mut effects),
+            Ok(irq::Raised::Signalled) => self.kick_all_others(core, effects),
             Ok(irq::Raised::Unhandled) => effects.notice = Some(Notice::UnhandledIrq { irq }),
             Err(error) => {
-                refused(error, &mut effects);
+                refused(error, effects);
             }
         }
-        self.schedule(core, &mut effects);
-        effects
+        self.schedule(core, effects);
     }
 
     /// The fast path of an interrupt whose notification has one waiter

@@ -17,22 +17,32 @@ memcpy:
     orr     x4, x0, x1
     tst     x4, #7
     b.ne    3f                      // unaligned: bytes
-1:  subs    x2, x2, #16
+    // 32 bytes per iteration (the kernel's copies are messages and
+    // register files of 64 to 256 bytes), then 16, 8 and single bytes.
+1:  subs    x2, x2, #32
     b.lo    2f
+    ldp     x4, x5, [x1]
+    stp     x4, x5, [x3]
+    ldp     x4, x5, [x1, #16]
+    stp     x4, x5, [x3, #16]
+    add     x1, x1, #32
+    add     x3, x3, #32
+    b       1b
+2:  tbz     x2, #4, 6f              // x2 + 32 is what is left: 0 to 31
     ldp     x4, x5, [x1], #16
     stp     x4, x5, [x3], #16
-    b       1b
-2:  add     x2, x2, #16             // 0 to 15 bytes left
-    tbz     x2, #3, 3f
+6:  tbz     x2, #3, 7f
     ldr     x4, [x1], #8
     str     x4, [x3], #8
-    sub     x2, x2, #8
-3:  cbz     x2, 5f
+7:  ands    x2, x2, #7
+    b.eq    5f
 4:  ldrb    w4, [x1], #1
     strb    w4, [x3], #1
     subs    x2, x2, #1
     b.ne    4b
 5:  ret
+3:  cbz     x2, 5b                  // unaligned: a byte at a time
+    b       4b
 .size memcpy, . - memcpy
 
 .global memset

@@ -66,6 +66,7 @@ impl Message {
     }
 
     /// The message that a system call left in the registers.
+    #[inline(always)]
     pub fn from_reply(reply: &RawReply) -> Message {
         Message {
             label: reply.info.label,
@@ -120,10 +121,12 @@ pub struct Received {
     pub message: Message,
 }
 
+#[inline(always)]
 fn message_syscall(number: Syscall, capability: u64, message: &Message) -> RawReply {
     syscall(number, capability, message.info(), message.words, [0; 3])
 }
 
+#[inline(always)]
 fn received(reply: &RawReply) -> Received {
     Received {
         badge: reply.badge,
@@ -154,6 +157,7 @@ pub(crate) fn error_of(reply: &RawReply) -> Error {
 
 /// `Call`: sends `message` through `endpoint` (which needs `WRITE` and
 /// `GRANT_REPLY`) and waits for the reply, which is returned.
+#[inline(always)]
 pub fn call(endpoint: Endpoint, message: &Message) -> Message {
     Message::from_reply(&message_syscall(Syscall::Call, endpoint.pointer(), message))
 }
@@ -173,6 +177,7 @@ pub fn nb_send(endpoint: Endpoint, message: &Message) -> Result<(), Error> {
 }
 
 /// `Recv`: waits for a message on `endpoint` (which needs `READ`).
+#[inline(always)]
 pub fn recv(endpoint: Endpoint) -> Received {
     received(&syscall(
         Syscall::Recv,
@@ -191,6 +196,7 @@ pub fn reply(message: &Message) -> Result<(), Error> {
 
 /// `ReplyRecv`: answers the last `Call` received with `message` (if its
 /// caller still waits), then waits for a message on `endpoint`.
+#[inline(always)]
 pub fn reply_recv(endpoint: Endpoint, message: &Message) -> Received {
     received(&message_syscall(
         Syscall::ReplyRecv,

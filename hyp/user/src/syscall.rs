@@ -32,6 +32,7 @@ pub struct RawReply {
 
 impl RawReply {
     /// The reply that the registers `x0..x7`, `x9` and `x10` hold.
+    #[inline(always)]
     pub fn from_registers(words: [u64; REGISTER_MESSAGE_WORDS], badge: u64, info: u64) -> RawReply {
         RawReply {
             words,
@@ -61,6 +62,7 @@ pub fn syscall(
 /// define (the kernel answers those with `IllegalOperation`): for testing
 /// the kernel's decoding.
 #[cfg(all(target_arch = "aarch64", target_os = "none"))]
+#[inline(always)]
 pub fn raw_syscall(
     number: u64,
     capability: u64,

@@ -195,6 +195,7 @@ fn report(name: &str, mut samples: [u64; ITERATIONS], overhead: u64, sel4: Optio
 // ---------------------------------------------------------------------------
 // Thread bodies.
 
+#[inline(always)]
 fn raw(
     number: Syscall,
     capability: u64,

@@ -93,11 +93,23 @@ impl<S: KernelStore> Kernel<S> {
     /// registers hold a pending virtual interrupt.
     pub fn vm_exit(&mut self, core: usize, trap: Trap, interrupt_pending: bool) -> Effects {
         let mut effects = Effects::default();
+        self.vm_exit_into(core, trap, interrupt_pending, &mut effects);
+        effects
+    }
+
+    /// [`Kernel::vm_exit`], adding its effects to `effects`.
+    pub fn vm_exit_into(
+        &mut self,
+        core: usize,
+        trap: Trap,
+        interrupt_pending: bool,
+        effects: &mut Effects,
+    ) {
         let Some(thread) = self.current(core) else {
-            return effects;
+            return;
         };
         let Some(tcb) = self.store.tcb_mut(thread) else {
-            return effects;
+            return;
         };
         let vcpu = tcb.vcpu;
         match exit::decode(trap, &mut tcb.context) {
@@ -107,7 +119,7 @@ impl<S: KernelStore> Kernel<S> {
                         .and_then(|vcpu| self.store.vcpu(vcpu))
                         .is_some_and(|vcpu| vcpu.pending_count != 0);
                 if pending {
-                    return effects;
+                    return;
                 }
                 if let Some(tcb) = self.store.tcb_mut(thread) {
                     tcb.state = ThreadState::WaitingForInterrupt;
@@ -117,17 +129,16 @@ impl<S: KernelStore> Kernel<S> {
                 {
                     *free = Some(vcpu);
                 }
-                self.schedule(core, &mut effects);
+                self.schedule(core, effects);
             }
             Exit::WaitForEvent => {
                 if let Some(state) = self.cores.get_mut(core) {
                     state.timeslice.expire();
                 }
-                self.schedule(core, &mut effects);
+                self.schedule(core, effects);
             }
-            Exit::Message(message) => return self.deliver_fault(core, thread, message),
+            Exit::Message(message) => self.deliver_fault(core, thread, &message, effects),
         }
-        effects
     }
 
     /// Sends `message` for the current thread of `core` to its fault
@@ -136,13 +147,13 @@ impl<S: KernelStore> Kernel<S> {
         &mut self,
         core: usize,
         thread: ThreadRef,
-        message: FaultMessage,
-    ) -> Effects {
-        let mut effects = Effects::default();
+        message: &FaultMessage,
+        effects: &mut Effects,
+    ) {
         if self.fastpath && self.fast_fault(core, thread, message) {
-            return effects;
+            return;
         }
-        match ipc::send_fault(&mut self.store, &mut self.scheduler, thread, message) {
+        match ipc::send_fault(&mut self.store, &mut self.scheduler, thread, *message) {
             Ok(FaultDelivery::Sent(_)) => {}
             Ok(FaultDelivery::NoHandler) => {
                 if let Some(tcb) = self.store.tcb_mut(thread) {
@@ -150,18 +161,17 @@ impl<S: KernelStore> Kernel<S> {
                 }
                 effects.notice = Some(Notice::UnhandledFault {
                     thread,
-                    fault: message,
+                    fault: *message,
                 });
             }
             Err(error) => {
-                super::refused(error, &mut effects);
+                super::refused(error, effects);
                 if let Some(tcb) = self.store.tcb_mut(thread) {
                     tcb.state = ThreadState::Inactive;
                 }
             }
         }
-        self.schedule(core, &mut effects);
-        effects
+        self.schedule(core, effects);
     }
 
     /// The virtual timer's interrupt fired on `core` (the arch layer has

@@ -926,7 +926,7 @@ fn fault_fast_paths_match_the_general_path() {
         words: [0; 8],
         length: 2,
     };
-    assert!(kernel.fast_fault(0, child, message), "fast fault taken");
+    assert!(kernel.fast_fault(0, child, &message), "fast fault taken");
 }
 
 /// VMIDs: each VSpace keeps its VMID while it has one; with more VSpaces
