@@ -99,23 +99,6 @@ impl Effects {
     }
 }
 
-/// The `PSTATE` a thread may resume with: a native thread only keeps its
-/// condition flags (it always returns to EL0, AArch64, `SP_EL0`); a VCPU
-/// thread keeps its flags, its exception masks and its mode if that is
-/// EL0t, EL1t or EL1h (anything else, which no trap produces, becomes
-/// EL1h) — never EL2, never AArch32.
-#[inline(always)]
-pub const fn clean_spsr(spsr: u64, vcpu: bool) -> u64 {
-    if !vcpu {
-        return spsr & 0xf000_0000;
-    }
-    let mode = match spsr & 0x1f {
-        mode @ (0b00000 | 0b00100 | 0b00101) => mode,
-        _ => 0b00101,
-    };
-    (spsr & (0xf000_0000 | 0x3c0)) | mode
-}
-
 /// An event the console should show.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Notice {
@@ -440,10 +423,11 @@ impl<S: KernelStore> Kernel<S> {
         Some((vspace, vmid, recycled))
     }
 
-    /// What the arch layer needs to resume the current thread of `core`,
-    /// with its user `spsr` cleaned (only the condition flags survive: the
-    /// thread always returns to EL0, AArch64, `SP_EL0`). `None`: nothing to
-    /// run, or the thread has no VSpace (it is then stopped and reported).
+    /// What the arch layer needs to resume the current thread of `core`.
+    /// Its saved `spsr` needs no cleaning: only the hardware (an exception
+    /// from the thread's own level) and the kernel's own constants write
+    /// it (`UserContext::spsr`). `None`: nothing to run, or the thread has
+    /// no VSpace (it is then stopped and reported).
     pub fn resume(&mut self, core: usize) -> Option<Result<Resume, ThreadRef>> {
         let thread = self.current(core)?;
         // The common case in one lookup: the thread's VMID hint is valid.
@@ -454,7 +438,6 @@ impl<S: KernelStore> Kernel<S> {
         if let Some(vspace) = tcb.vspace {
             let hint = usize::from(tcb.vmid);
             if hint != 0 && vmids.get(hint).copied().flatten() == Some(vspace) {
-                tcb.context.spsr = clean_spsr(tcb.context.spsr, tcb.vcpu.is_some());
                 return Some(Ok(Resume {
                     thread,
                     context: core::ptr::from_ref(&tcb.context) as usize,
@@ -473,7 +456,6 @@ impl<S: KernelStore> Kernel<S> {
             return Some(Err(thread));
         };
         let tcb = self.store.tcb_mut(thread)?;
-        tcb.context.spsr = clean_spsr(tcb.context.spsr, tcb.vcpu.is_some());
         let context = core::ptr::from_ref(&tcb.context) as usize;
         Some(Ok(Resume {
             thread,

@@ -25,7 +25,15 @@ pub struct UserContext {
     pub sp: u64,
     /// The PC to resume at (`ELR_EL2`).
     pub pc: u64,
-    /// The saved `PSTATE` (`SPSR_EL2`).
+    /// The saved `PSTATE` (`SPSR_EL2`), restored as it is on every return
+    /// to the thread. Invariant: it is either what the hardware saved when
+    /// the thread last entered the kernel (so it names the level and
+    /// execution state the thread ran in: EL0 for a native thread, the
+    /// guest's EL1 or EL0 for a VCPU, never EL2), or one of the kernel's
+    /// own values: 0 (EL0t, a new thread), `hyp_abi::vcpu::INITIAL_SPSR`
+    /// (`VcpuSetTcb`) or the guest EL1h state of an injected exception
+    /// (`exit::inject`). No invocation writes it from user data
+    /// (`TcbWriteRegisters` sets the PC, SP and `x` registers only).
     pub spsr: u64,
 }
 

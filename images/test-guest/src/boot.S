@@ -56,10 +56,16 @@ primary_entry:
 vectors:
 .irp index, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15
     .balign 0x80
+.if \index == 12
+    // A synchronous exception from EL0 in AArch32: only the `svc` that
+    // ends `run_aarch32_user`'s code is expected here.
+    b       aarch32_back
+.else
     sub     sp, sp, #{FRAME}
     stp     x0, x1, [sp, #0]
     mov     x0, #\index
     b       exception_common
+.endif
 .endr
 
 exception_common:
@@ -100,3 +106,52 @@ probe_load:
     ldr     w1, [x0]
     mov     w0, w1
     ret
+
+// u64 run_aarch32_user(u64 address): runs `aarch32_user` at EL0 in AArch32
+// (User mode, A32, interrupts masked) with r0 = address; the code loads
+// the 32-bit word there into r1 and calls `svc #0`, which comes back
+// through vector 12 to `aarch32_back`; returns r1. Coming back from
+// AArch32 leaves x15-x30 UNKNOWN, so every callee-saved register is kept
+// on the stack (SP_EL1, which AArch32 EL0 cannot touch) and its address in
+// `aarch32_saved_sp`.
+.section .text.aarch32, "ax"
+.global run_aarch32_user
+run_aarch32_user:
+    stp     x19, x20, [sp, #-96]!
+    stp     x21, x22, [sp, #16]
+    stp     x23, x24, [sp, #32]
+    stp     x25, x26, [sp, #48]
+    stp     x27, x28, [sp, #64]
+    stp     x29, x30, [sp, #80]
+    adrp    x1, aarch32_saved_sp
+    mov     x2, sp
+    str     x2, [x1, :lo12:aarch32_saved_sp]
+    adr     x1, aarch32_user
+    msr     elr_el1, x1
+    mov     x1, #0x1d0              // M = 0b10000 (User, AArch32), A, I, F set
+    msr     spsr_el1, x1
+    isb
+    eret
+
+aarch32_back:
+    mov     w0, w1                  // r1: what the load read
+    adrp    x1, aarch32_saved_sp
+    ldr     x2, [x1, :lo12:aarch32_saved_sp]
+    mov     sp, x2
+    ldp     x21, x22, [sp, #16]
+    ldp     x23, x24, [sp, #32]
+    ldp     x25, x26, [sp, #48]
+    ldp     x27, x28, [sp, #64]
+    ldp     x29, x30, [sp, #80]
+    ldp     x19, x20, [sp], #96
+    ret
+
+.balign 4
+aarch32_user:
+    .word   0xe5901000              // ldr r1, [r0]
+    .word   0xef000000              // svc #0
+
+.section .bss.aarch32, "aw"
+.balign 8
+aarch32_saved_sp:
+    .quad   0

@@ -24,6 +24,20 @@ unsafe extern "C" {
     /// One 32-bit load from `address`; `if_aborted` if it took an abort
     /// (which the synchronous handler skipped). Defined in `boot.S`.
     fn probe_read32(address: u64, if_aborted: u32) -> u32;
+    /// Runs a 32-bit load of `address` at EL0 in AArch32 and returns what
+    /// it read. Defined in `boot.S`.
+    fn run_aarch32_user(address: u64) -> u64;
+}
+
+/// Reads the 32-bit device register at `address` from EL0 in AArch32 (a
+/// VM exit from the lower-EL AArch32 vectors of the core).
+pub(crate) fn read32_from_aarch32_el0(address: u64) -> u32 {
+    // SAFETY: `run_aarch32_user` keeps every callee-saved register and the
+    // stack pointer across the excursion (boot.S); the AArch32 code makes
+    // one load from `address`, a device register outside the guest's RAM
+    // with the MMU off, and changes no memory.
+    let value = unsafe { run_aarch32_user(address) };
+    u32::try_from(value & 0xffff_ffff).unwrap_or(0)
 }
 
 /// Vector index of a synchronous exception at EL1 with SP_EL1.

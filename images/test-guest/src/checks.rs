@@ -86,6 +86,22 @@ pub(crate) fn hvc() -> Outcome {
     )))
 }
 
+/// `aarch32-el0`: the guest's EL0 runs AArch32 code that reads the UART's
+/// flag register: an MMIO exit through the core's lower-EL AArch32
+/// vectors, answered by the VMM, after which the code returns with `svc`.
+pub(crate) fn aarch32_el0() -> Outcome {
+    let address = u64::try_from(uart::BASE + 0x18).unwrap_or(0);
+    let before = uart::flags();
+    let read = boot::read32_from_aarch32_el0(address);
+    let after = uart::flags();
+    if read != before && read != after {
+        fail!("AArch32 EL0 read UARTFR {read:#x}; EL1 read {before:#x} and {after:#x}");
+    }
+    Ok(Text::format(format_args!(
+        "UARTFR {read:#x} read from AArch32 EL0"
+    )))
+}
+
 /// Stops the virtual timer.
 fn stop_timer() {
     sysreg::set_virtual_timer_control(0);

@@ -196,7 +196,7 @@ pub fn all() -> Vec<SystemTest> {
         SystemTest {
             name: "vmm-crash",
             expect: vec![
-                "[rust-test] test-guest: all 4 checks passed".into(),
+                "[rust-test] test-guest: all 5 checks passed".into(),
                 "the guest wrote 0xdead to the crash-test device at 0xa000000".into(),
                 "init: the VMM of guest rust-test died: a child thread stopped at an undefined instruction".into(),
                 "init: guest rust-test is stopped; the other guests run on".into(),
@@ -267,7 +267,8 @@ fn guest_test(name: &'static str, gic: u8) -> SystemTest {
             "[rust-test] test-guest: hvc: PASS".into(),
             "[rust-test] test-guest: vtimer: PASS".into(),
             "[rust-test] test-guest: sgi: PASS".into(),
-            "[rust-test] test-guest: all 4 checks passed".into(),
+            "[rust-test] test-guest: aarch32-el0: PASS".into(),
+            "[rust-test] test-guest: all 5 checks passed".into(),
             "vmm rust-test: guest powered off (PSCI SYSTEM_OFF)".into(),
         ],
         forbid: GUEST_FORBIDDEN.to_vec(),
@@ -307,7 +308,7 @@ fn linux(name: &'static str, gic: u8) -> SystemTest {
             "vmm linux: guest powered off (PSCI SYSTEM_OFF)".into(),
             "[rust-test] test-guest: isolation: PASS".into(),
             "vmm rust-test: VCPU 0 read 4 byte(s) at 0x48000000".into(),
-            "[rust-test] test-guest: all 5 checks passed".into(),
+            "[rust-test] test-guest: all 6 checks passed".into(),
         ],
         forbid: GUEST_FORBIDDEN.to_vec(),
         system: Some("default"),
