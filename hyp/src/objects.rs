@@ -105,12 +105,51 @@ const _: () = assert!(
 );
 const _: () = assert!(size_of::<Small<Vcpu>>() <= 1 << 12, "VCPU object too big");
 
-/// The seal of a small object of `kind` at `address`: changes with both,
-/// so neither a stale seal at another address nor one of another kind
-/// matches.
-const fn seal(address: u64, kind: ObjectType) -> u64 {
-    (address ^ 0x6879_705f_6f62_6a00) ^ ((kind as u64) << 56) ^ 0x5a5a
+/// The alignment `small` requires of a `Small<T>`: its size rounded up to
+/// a power of two, at least 64. Retype aligns every object to its size
+/// (`ObjectType::object_size_bits`), which the assertions above keep at or
+/// above `size_of::<Small<T>>()`, so live objects always have it.
+const fn small_alignment<T>() -> u64 {
+    let size = size_of::<Small<T>>().next_power_of_two() as u64;
+    if size < 64 { 64 } else { size }
 }
+
+/// `2^bits` of a fixed-size kind (0 if the kind has no fixed size).
+const fn kind_size(kind: ObjectType) -> u64 {
+    match kind.object_size_bits(0) {
+        Some(bits) => 1 << bits,
+        None => 0,
+    }
+}
+
+const _: () = assert!(
+    small_alignment::<Tcb>() <= kind_size(ObjectType::Tcb)
+        && small_alignment::<Endpoint>() <= kind_size(ObjectType::Endpoint)
+        && small_alignment::<Notification>() <= kind_size(ObjectType::Notification)
+        && small_alignment::<Vcpu>() <= kind_size(ObjectType::Vcpu)
+        && kind_size(ObjectType::Vcpu) <= PAGE
+        && kind_size(ObjectType::Tcb) <= PAGE,
+    "every small object is aligned to what `small` checks, within a page"
+);
+
+/// The seal of a small object of `kind` at `address`: the address (a
+/// multiple of 64, checked before the seal is read) with the kind's code
+/// (1 to 63) in its low bits. It changes with both, so neither a stale
+/// seal at another address nor one of another kind matches, and it is
+/// never 0 (the value `destroy` leaves and zeroed memory holds). Two
+/// instructions to check, where a mixed constant took six.
+const fn seal(address: u64, kind: ObjectType) -> u64 {
+    address | kind as u64
+}
+
+const _: () = assert!(
+    ObjectType::Tcb as u64 != 0
+        && ObjectType::Endpoint as u64 != 0
+        && ObjectType::Notification as u64 != 0
+        && ObjectType::Vcpu as u64 != 0
+        && (ObjectType::Vcpu as u64) < 64,
+    "small-object kinds have codes 1 to 63"
+);
 
 /// The object store over RAM.
 #[derive(Debug)]
@@ -212,10 +251,11 @@ impl RealStore {
     /// The sealed small object of `kind` at `object`.
     #[inline(always)]
     fn small<T>(&self, object: ObjectRef, kind: ObjectType) -> Option<&Small<T>> {
+        // Aligned to its size rounded up to a power of two (at most a
+        // page): so it lies within its page, and its seal's low 6 bits are
+        // free for the kind.
         if self.page(object.0)?.usage != PageUse::SmallObjects
-            || !object.0.is_multiple_of(64)
-            // An object lies within its page.
-            || (object.0 % PAGE) + size_of::<Small<T>>() as u64 > PAGE
+            || object.0 & (small_alignment::<T>() - 1) != 0
         {
             return None;
         }
