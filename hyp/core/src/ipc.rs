@@ -479,12 +479,31 @@ pub fn apply_fault_reply(
     label: u64,
     words: &[u64],
 ) -> bool {
+    apply_fault_reply_to(
+        &mut faulted.context,
+        &mut faulted.injection,
+        fault,
+        label,
+        words,
+    )
+}
+
+/// [`apply_fault_reply`] on the faulted thread's registers and pending
+/// injection (for a caller that holds other fields of its TCB).
+#[inline(always)]
+pub fn apply_fault_reply_to(
+    context: &mut crate::thread::UserContext,
+    injection: &mut Option<crate::exit::Injection>,
+    fault: &FaultMessage,
+    label: u64,
+    words: &[u64],
+) -> bool {
     use crate::exit::{ReplyAction, apply_reply};
-    match apply_reply(&mut faulted.context, fault, label, words) {
+    match apply_reply(context, fault, label, words) {
         ReplyAction::Resume => true,
         ReplyAction::Stop => false,
-        ReplyAction::Inject(injection) => {
-            faulted.injection = Some(injection);
+        ReplyAction::Inject(taken) => {
+            *injection = Some(taken);
             true
         }
     }

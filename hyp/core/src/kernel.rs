@@ -228,6 +228,10 @@ struct FastMessage {
     capability: Capability,
     /// The sender's priority.
     priority: u8,
+    /// The thread whose `Call` (or fault) the sender is to answer.
+    caller: Option<ThreadRef>,
+    /// The sender has a bound notification.
+    bound: bool,
 }
 
 /// Where and how to resume a thread: its save area, its VSpace and VMID.
@@ -1069,6 +1073,7 @@ impl<S: KernelStore> Kernel<S> {
     /// CSpace that is a single CNode whose guard makes the pointer exactly
     /// 64 bits deep (the common layout), and the message fits in
     /// registers. `None` sends the caller to the general path.
+    #[inline(always)]
     fn fast_message(&self, thread: ThreadRef) -> Option<FastMessage> {
         let tcb = self.store.tcb(thread)?;
         let info = MessageInfo::decode(tcb.context.x[MESSAGE_INFO_REGISTER])?;
@@ -1093,7 +1098,8 @@ impl<S: KernelStore> Kernel<S> {
         }
         let mut words = [0; REGISTER_MESSAGE_WORDS];
         words.copy_from_slice(&tcb.context.x[..REGISTER_MESSAGE_WORDS]);
-        let priority = tcb.priority;
+        let (priority, caller, bound) =
+            (tcb.priority, tcb.caller, tcb.bound_notification.is_some());
         let index = pointer & ((1u64 << radix) - 1);
         let capability = self
             .store
@@ -1107,6 +1113,8 @@ impl<S: KernelStore> Kernel<S> {
             words,
             capability,
             priority,
+            caller,
+            bound,
         })
     }
 
@@ -1127,6 +1135,7 @@ impl<S: KernelStore> Kernel<S> {
                     rights,
                 },
             priority,
+            ..
         }) = self.fast_message(sender)
         else {
             return false;
@@ -1427,6 +1436,8 @@ impl<S: KernelStore> Kernel<S> {
     /// Returns false, having changed nothing, when a condition does not
     /// hold.
     fn fast_reply_receive(&mut self, core: usize, replier: ThreadRef) -> bool {
+        // Read everything first, one lookup per object; write only when
+        // every condition holds.
         let Some(FastMessage {
             info,
             words,
@@ -1436,6 +1447,8 @@ impl<S: KernelStore> Kernel<S> {
                     rights,
                     ..
                 },
+            caller: Some(caller),
+            bound: false,
             ..
         }) = self.fast_message(replier)
         else {
@@ -1444,19 +1457,12 @@ impl<S: KernelStore> Kernel<S> {
         if !rights.contains(Rights::READ) {
             return false;
         }
-        let Some((Some(caller), None)) = self
-            .store
-            .tcb(replier)
-            .map(|tcb| (tcb.caller, tcb.bound_notification))
-        else {
-            return false;
-        };
         let highest = self.scheduler.highest_priority(core);
-        let Some(fault) = self.store.tcb(caller).and_then(|tcb| {
+        let Some((fault, vcpu)) = self.store.tcb(caller).and_then(|tcb| {
             (tcb.state == ThreadState::BlockedOnReply
                 && tcb.reply_holder == Some(replier)
                 && runs_next_here(tcb, core, highest))
-            .then_some(tcb.pending_fault.is_some())
+            .then_some((tcb.pending_fault.is_some(), tcb.vcpu.is_some()))
         }) else {
             return false;
         };
@@ -1465,8 +1471,7 @@ impl<S: KernelStore> Kernel<S> {
         // path.
         if fault
             && info.label != hyp_abi::fault::exit_reply::RESUME
-            && (info.label > hyp_abi::fault::exit_reply::INJECT_UNDEFINED
-                || self.store.tcb(caller).is_none_or(|tcb| tcb.vcpu.is_none()))
+            && (info.label > hyp_abi::fault::exit_reply::INJECT_UNDEFINED || !vcpu)
         {
             return false;
         }
@@ -1488,6 +1493,8 @@ impl<S: KernelStore> Kernel<S> {
             if let Some(tcb) = self.store.tcb_mut(replier) {
                 tcb.links = Links::ALONE;
                 tcb.state = ThreadState::BlockedOnReceive { endpoint };
+                tcb.caller = None;
+                tcb.running = false;
             }
         } else {
             if let Some(tcb) = self.store.tcb_mut(replier) {
@@ -1506,25 +1513,31 @@ impl<S: KernelStore> Kernel<S> {
                 }
                 return false;
             }
+            if let Some(tcb) = self.store.tcb_mut(replier) {
+                tcb.caller = None;
+                tcb.running = false;
+            }
         }
         // From here on nothing can be refused.
         let length = usize::from(info.length);
-        self.hand_over(
-            core,
-            replier,
-            caller,
-            |tcb| {
-                if let Some(fault) = tcb.pending_fault.take() {
-                    // The faulted thread's registers stay, but for what
-                    // the reply sets (exit::apply_reply).
-                    ipc::apply_fault_reply(tcb, &fault, info.label, &words[..length]);
-                } else {
-                    write_message(&mut tcb.context, &words[..length], 0, info);
-                }
-                tcb.reply_holder = None;
-            },
-            |tcb| tcb.caller = None,
-        );
+        self.hand_over_from_idle(core, caller, |tcb| {
+            let Tcb {
+                context,
+                pending_fault,
+                injection,
+                reply_holder,
+                ..
+            } = tcb;
+            if let Some(fault) = pending_fault {
+                // The faulted thread's registers stay, but for what the
+                // reply sets (exit::apply_reply).
+                ipc::apply_fault_reply_to(context, injection, fault, info.label, &words[..length]);
+                *pending_fault = None;
+            } else {
+                write_message(context, &words[..length], 0, info);
+            }
+            *reply_holder = None;
+        });
         true
     }
 
