@@ -487,7 +487,7 @@ mod tests {
                 hpfar: next(),
             };
             let guest = context();
-            let (mut by_decode, mut by_general) = (guest.clone(), guest.clone());
+            let (mut by_decode, mut by_general) = (guest, guest);
             let general = decode_general(trap, &mut by_general);
             if let Some(message) = mmio_fast(trap, &guest) {
                 fast += 1;
