@@ -471,8 +471,10 @@ mod tests {
             state ^= state << 17;
             state
         };
+        // Miri runs a hundredth of the rounds (each is slow there).
+        let rounds = if cfg!(miri) { 2_000 } else { 200_000 };
         let mut fast = 0;
-        for round in 0..200_000 {
+        for round in 0..rounds {
             let mut syndrome = next();
             if round % 2 == 0 {
                 syndrome = (syndrome & !(0x3f << 26)) | 0x24 << 26 | 1 << 24;
@@ -500,7 +502,7 @@ mod tests {
             );
             assert_eq!(by_decode, by_general, "syndrome {syndrome:#x}");
         }
-        assert!(fast > 40_000, "the fast path ran {fast} times");
+        assert!(fast > rounds / 5, "the fast path ran {fast} times");
     }
 
     #[test]
