@@ -186,6 +186,9 @@ pub fn bench_under_hypervisor() -> Result<UnderHypervisor, String> {
     // The idle machine's pace includes the restart after `stop` (a
     // warp of the virtual clock), so it overstates the pace of plain
     // ticks: the bound is safe.
+    if let Some(exits) = &total.exits {
+        println!("bench-linux: {exits}");
+    }
     let window = (total.latency + POLL).as_nanos();
     let late_by_at_most = u64::try_from(u128::from(total.idle_per_second) * window / 1_000_000_000)
         .unwrap_or(u64::MAX);
@@ -357,6 +360,9 @@ struct Poweroff {
     latency: Duration,
     /// The idle machine's instructions a second after the stop.
     idle_per_second: u64,
+    /// The VMM's count of the guest's exits by kind (printed right after
+    /// its poweroff line).
+    exits: Option<String>,
 }
 
 /// Boots `image` undisturbed, stops it when the VMM reports the guest's
@@ -418,11 +424,17 @@ fn run_to_poweroff(qemu: &mut linux::Console, qmp_port: u16) -> Result<Poweroff,
         u128::from(after.saturating_sub(before)) * 1_000_000_000 / elapsed.as_nanos().max(1),
     )
     .unwrap_or(u64::MAX);
+    let exits = qemu
+        .text()
+        .lines()
+        .find(|line| line.contains(" exits handled: "))
+        .map(str::to_owned);
     Ok(Poweroff {
         instructions,
         at_started_line,
         latency,
         idle_per_second,
+        exits,
     })
 }
 

@@ -129,6 +129,33 @@ impl Console {
     }
 }
 
+/// How many exits of each kind this VMM handled (reported when the guest
+/// stops: where a guest's virtualization cost goes).
+#[derive(Default)]
+struct ExitCounts {
+    uart_reads: u64,
+    uart_writes: u64,
+    distributor: u64,
+    redistributors: u64,
+    unbacked: u64,
+    hypercalls: u64,
+    system_registers: u64,
+    exceptions: u64,
+}
+
+impl ExitCounts {
+    fn total(&self) -> u64 {
+        self.uart_reads
+            + self.uart_writes
+            + self.distributor
+            + self.redistributors
+            + self.unbacked
+            + self.hypercalls
+            + self.system_registers
+            + self.exceptions
+    }
+}
+
 /// Everything one VMM keeps.
 struct Vmm {
     configuration: Configuration,
@@ -138,6 +165,7 @@ struct Vmm {
     psci: Psci,
     uart_level: bool,
     stopped: bool,
+    exits: ExitCounts,
 }
 
 /// The VMM thread's entry: `name` in two words, the configuration word,
@@ -169,6 +197,7 @@ pub(crate) extern "C" fn main(name_low: u64, name_high: u64, word: u64, ram_size
         psci: Psci::new(vcpus),
         uart_level: false,
         stopped: false,
+        exits: ExitCounts::default(),
     };
     let endpoint = Endpoint::new(vmm_slots::ENDPOINT);
     let mut received = ipc::recv(endpoint);
@@ -246,8 +275,10 @@ impl Vmm {
         if (UART_BASE..UART_BASE + UART_SIZE).contains(&address) {
             let offset = address - UART_BASE;
             if write {
+                self.exits.uart_writes += 1;
                 self.uart.write(offset, size, value);
             } else {
+                self.exits.uart_reads += 1;
                 result = self.uart.read(offset, size);
             }
             let console = &mut self.console;
@@ -255,6 +286,7 @@ impl Vmm {
             actions = self.update_uart_line();
         } else if (DISTRIBUTOR_BASE..DISTRIBUTOR_BASE + DISTRIBUTOR_SIZE).contains(&address) {
             let offset = address - DISTRIBUTOR_BASE;
+            self.exits.distributor += 1;
             if write {
                 actions = self.gic.write_distributor(vcpu, offset, size, value);
             } else {
@@ -266,6 +298,7 @@ impl Vmm {
                 .contains(&address)
         {
             let offset = address - REDISTRIBUTOR_BASE;
+            self.exits.redistributors += 1;
             if write {
                 actions = self.gic.write_redistributor(offset, size, value);
             } else {
@@ -283,6 +316,7 @@ impl Vmm {
                 self.console.name()
             );
         } else {
+            self.exits.unbacked += 1;
             println!(
                 "vmm {}: VCPU {vcpu} {} {size} byte(s) at {address:#x} (pc {pc:#x}): nothing is there; \
                  injecting a synchronous external abort",
@@ -338,6 +372,7 @@ impl Vmm {
     }
 
     fn hypercall(&mut self, vcpu: u8, words: &[u64]) -> Message {
+        self.exits.hypercalls += 1;
         let mut x = [0u64; 4];
         for (index, value) in x.iter_mut().enumerate() {
             *value = words.get(hypercall::X0 + index).copied().unwrap_or(0);
@@ -396,9 +431,26 @@ impl Vmm {
         }
     }
 
-    /// Stops every VCPU but `caller` (whose reply stops it).
+    /// Stops every VCPU but `caller` (whose reply stops it), and says how
+    /// many exits of each kind the guest made.
     fn stop_all(&mut self, caller: u8) {
         self.stopped = true;
+        let exits = &self.exits;
+        println!(
+            "vmm {}: {} exits handled: UART {} reads, {} writes; GIC distributor {}, \
+             redistributors {}; nothing there {}; hypercalls {}; system registers {}; \
+             other exceptions {}",
+            self.console.name(),
+            exits.total(),
+            exits.uart_reads,
+            exits.uart_writes,
+            exits.distributor,
+            exits.redistributors,
+            exits.unbacked,
+            exits.hypercalls,
+            exits.system_registers,
+            exits.exceptions
+        );
         for index in 0..self.configuration.vcpus {
             if index != u64::from(caller) {
                 let _ = Tcb::new(vmm_slots::vcpu_thread(index)).suspend();
@@ -407,6 +459,7 @@ impl Vmm {
     }
 
     fn system_register(&mut self, vcpu: u8, encoding: u64, read: bool, value: u64) -> Message {
+        self.exits.system_registers += 1;
         if encoding == ICC_SGI1R_EL1 && !read {
             let actions = self.gic.write_sgi1r(vcpu, value);
             self.apply(&actions);
@@ -416,6 +469,7 @@ impl Vmm {
     }
 
     fn exception(&mut self, syndrome: u64, pc: u64, guest_physical: u64) -> Message {
+        self.exits.exceptions += 1;
         let class = syndrome >> 26;
         self.console.flush_if_pending();
         let abort = class == 0x24 || class == 0x20;
