@@ -268,10 +268,19 @@ extern "C" fn handle_lower(vector: u64, syndrome: u64, fault_address: u64) -> *c
             // The core is in guest mode exactly when the thread it resumed last
             // (the one that trapped) runs as a VCPU (`switch_guest_state`).
             if guest::in_guest_mode(core) {
+                let Some(hpfar) = guest::fault_page(syndrome, fault_address) else {
+                    // The guest's own tables changed under the access:
+                    // it retries it (its registers are as it left them).
+                    drop(kernel);
+                    if let Some(block) = registers::CORE_BLOCKS.get(core) {
+                        return block.context.load(Ordering::Relaxed) as *const UserContext;
+                    }
+                    return next_context(core, KERNEL.lock(), &Effects::default());
+                };
                 let trap = Trap {
                     syndrome,
                     address: fault_address,
-                    hpfar: guest::hpfar(),
+                    hpfar,
                 };
                 let pending = class == ExceptionClass::TrappedWfx && guest::list_register_pending();
                 let mut effects = Effects::default();

@@ -230,6 +230,53 @@ impl Pl011 {
         self.tx.clear();
     }
 
+    /// Whether a read of some register changes the UART (reading `DR`
+    /// takes a received byte): then every read must reach the model, and
+    /// [`Pl011::register_page`] does not describe what reads return.
+    pub fn reads_have_effects(&self) -> bool {
+        !self.rx.is_empty()
+    }
+
+    /// The eight-byte words of the register page: for each defined
+    /// register pair, its offset and the two 32-bit values that reads
+    /// return now (low word first), so a VMM can let the guest read them
+    /// from memory. Valid while [`Pl011::reads_have_effects`] is false (a
+    /// test checks that every aligned 32-bit read then equals the page and
+    /// changes nothing); unlisted words read as 0. The identification
+    /// words never change ([`Pl011::IDENTIFICATION_WORDS`]).
+    pub fn register_page(&self) -> [(u64, u64); 8] {
+        let pair = |low: u32, high: u32| u64::from(low) | u64::from(high) << 32;
+        [
+            (reg::DR, pair(0, self.rsr)),
+            (reg::FR, pair(self.flags(), 0)),
+            (reg::ILPR, pair(self.ilpr, self.ibrd)),
+            (reg::FBRD, pair(self.fbrd, self.lcr_h)),
+            (reg::CR, pair(self.cr, self.ifls)),
+            (reg::IMSC, pair(self.imsc, self.ris())),
+            (reg::MIS, pair(self.mis(), 0)),
+            (reg::DMACR, pair(self.dmacr, 0)),
+        ]
+    }
+
+    /// The words of the page that a write to `DR` (a transmitted byte,
+    /// drained at once) can change: the flags and the interrupt status.
+    pub fn status_words(&self) -> [(u64, u64); 3] {
+        let pair = |low: u32, high: u32| u64::from(low) | u64::from(high) << 32;
+        [
+            (reg::FR, pair(self.flags(), 0)),
+            (reg::IMSC, pair(self.imsc, self.ris())),
+            (reg::MIS, pair(self.mis(), 0)),
+        ]
+    }
+
+    /// The identification registers (`0xFE0..0xFFC`) as page words.
+    pub const IDENTIFICATION_WORDS: [(u64, u64); 4] = [
+        (0xFE0, ID_BYTES[0] as u64 | (ID_BYTES[1] as u64) << 32),
+        (0xFE8, ID_BYTES[2] as u64 | (ID_BYTES[3] as u64) << 32),
+        (0xFF0, ID_BYTES[4] as u64 | (ID_BYTES[5] as u64) << 32),
+        (0xFF8, ID_BYTES[6] as u64 | (ID_BYTES[7] as u64) << 32),
+    ];
+
     /// Whether the UART's interrupt line is high (`MIS != 0`).
     pub fn interrupt_level(&self) -> bool {
         self.mis() != 0
@@ -437,6 +484,105 @@ mod tests {
         uart.write(reg::CR, 4, u64::from(cr::UARTEN | cr::TXE | cr::RXE));
         uart.write(reg::IMSC, 4, u64::from(int::RX | int::RT));
         uart
+    }
+
+    /// The register page as 32-bit words by offset.
+    #[allow(
+        clippy::cast_possible_truncation,
+        reason = "splits 64-bit page words into their 32-bit halves; offsets below 0x1000"
+    )]
+    fn page_of(uart: &Pl011) -> [u32; 1024] {
+        let mut page = [0u32; 1024];
+        for (offset, value) in uart
+            .register_page()
+            .into_iter()
+            .chain(Pl011::IDENTIFICATION_WORDS)
+        {
+            let index = usize::try_from(offset / 4).unwrap();
+            page[index] = value as u32;
+            page[index + 1] = (value >> 32) as u32;
+        }
+        page
+    }
+
+    /// Every aligned 32-bit read returns what the page says and changes
+    /// nothing, whenever `reads_have_effects` is false.
+    #[allow(clippy::cast_possible_truncation, reason = "offsets below 0x1000")]
+    fn check_page(uart: &Pl011, step: &str) {
+        if uart.reads_have_effects() {
+            return;
+        }
+        let page = page_of(uart);
+        for (fr, status) in [(reg::FR, 0), (reg::IMSC, 1), (reg::MIS, 2)] {
+            assert_eq!(
+                uart.status_words()[status],
+                (
+                    fr,
+                    u64::from(page[fr as usize / 4]) | u64::from(page[fr as usize / 4 + 1]) << 32
+                ),
+                "{step}: status word at {fr:#x}"
+            );
+        }
+        for offset in (0..0x1000u64).step_by(4) {
+            let mut copy = uart.clone();
+            let value = read(&mut copy, offset);
+            assert_eq!(
+                value,
+                page[offset as usize / 4],
+                "{step}: offset {offset:#x}"
+            );
+            let mut again = copy.clone();
+            assert_eq!(
+                read(&mut again, offset),
+                value,
+                "{step}: a second read of {offset:#x}"
+            );
+            assert_eq!(
+                page_of(&copy),
+                page,
+                "{step}: the read of {offset:#x} changed the UART"
+            );
+        }
+    }
+
+    #[test]
+    fn the_register_page_is_what_reads_return_while_reads_change_nothing() {
+        let mut uart = Pl011::new();
+        check_page(&uart, "reset");
+        uart = linux_configured();
+        check_page(&uart, "configured");
+        for (step, (offset, value)) in [
+            (reg::DR, u64::from(b'a')),
+            (reg::IMSC, u64::from(int::TX | int::RX)),
+            (reg::DR, u64::from(b'b')),
+            (reg::ICR, u64::from(int::TX)),
+            (reg::LCR_H, 0x60),
+            (reg::DR, u64::from(b'c')),
+            (reg::CR, u64::from(cr::UARTEN | cr::TXE)),
+            (reg::IFLS, 0x09),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            uart.write(offset, 4, value);
+            uart.drain_output(|_| {});
+            check_page(&uart, &std::format!("write {step} to {offset:#x}"));
+        }
+        // Input: reads of DR now take bytes, so the page does not apply;
+        // once they are read it does again.
+        uart.push_input(b'x');
+        assert!(uart.reads_have_effects());
+        assert_eq!(read(&mut uart, reg::DR), u32::from(b'x'));
+        assert!(!uart.reads_have_effects());
+        check_page(&uart, "after the input was read");
+        // Loopback: a transmitted byte is received.
+        uart.write(
+            reg::CR,
+            4,
+            u64::from(cr::UARTEN | cr::TXE | cr::RXE | cr::LBE),
+        );
+        uart.write(reg::DR, 4, u64::from(b'y'));
+        assert!(uart.reads_have_effects(), "a looped-back byte waits");
     }
 
     #[test]

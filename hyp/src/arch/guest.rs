@@ -409,7 +409,36 @@ pub fn inject(injection: Injection, context: &mut UserContext) {
     context.spsr = taken.spsr;
 }
 
-/// `HPFAR_EL2` of the last stage-2 abort.
-pub fn hpfar() -> u64 {
-    read_sysreg!("hpfar_el2")
+/// The `HPFAR_EL2` value of the guest's trap with `syndrome` at
+/// `address` (`FAR_EL2`): the register itself, except where the
+/// architecture leaves it UNKNOWN, a stage-2 permission fault not taken on
+/// a stage-1 table walk (a write to a read-only page, say); there the
+/// same value comes from translating `address` through the guest's stage
+/// 1, which is still in the hardware (`AT S1E1R`; KVM does the same).
+/// `None`: the guest's stage 1 no longer maps `address` (another of its
+/// CPUs changed it): the guest is to retry the access.
+pub fn fault_page(syndrome: u64, address: u64) -> Option<u64> {
+    let class = (syndrome >> 26) & 0x3f;
+    let abort = class == 0x24 || class == 0x20;
+    let permission = syndrome & 0x3c == 0x0c;
+    let on_walk = syndrome & (1 << 7) != 0;
+    if !abort || !permission || on_walk {
+        return Some(read_sysreg!("hpfar_el2"));
+    }
+    let saved = read_sysreg!("par_el1");
+    // SAFETY: address translation only writes PAR_EL1 (the guest's, put
+    // back below); it reads the guest's stage-1 tables, which the guest
+    // controls but cannot use to reach anything: the walk itself goes
+    // through the guest's stage 2.
+    unsafe {
+        asm!("at s1e1r, {}", "isb", in(reg) address, options(nostack, preserves_flags));
+    }
+    let result = read_sysreg!("par_el1");
+    write_sysreg!("par_el1", saved);
+    if result & 1 != 0 {
+        return None;
+    }
+    // PAR_EL1.PA (bits 12 to 47) is the IPA's page; HPFAR_EL2.FIPA holds
+    // it from bit 4.
+    Some(((result >> 12) & 0xf_ffff_ffff) << 4)
 }

@@ -26,6 +26,8 @@ const PRIORITY: u32 = 0x80;
 
 // Distributor (both versions).
 const GICD_CTLR: usize = 0x000;
+/// `GICD_TYPER`: what the distributor implements (read-only, no effect).
+pub(crate) const GICD_TYPER: usize = 0x004;
 const GICD_ISENABLER: usize = 0x100;
 const GICD_IPRIORITYR: usize = 0x400;
 const GICD_SGIR: usize = 0xf00;
@@ -130,6 +132,16 @@ static RECEIVED: AtomicU32 = AtomicU32::new(0);
 static SPURIOUS: AtomicU32 = AtomicU32::new(0);
 
 impl Gic {
+    /// `GICD_TYPER`: a read of the emulated distributor (an MMIO exit).
+    pub(crate) fn distributor_type(&self) -> u32 {
+        self.distributor.read32(GICD_TYPER)
+    }
+
+    /// The distributor's base address.
+    pub(crate) fn distributor_base(&self) -> usize {
+        self.distributor.base()
+    }
+
     /// Sets up the distributor, this core's redistributor (GICv3) and the
     /// CPU interface; every interrupt stays disabled.
     pub(crate) fn init(layout: &Layout) -> Result<Self, Text> {

@@ -110,7 +110,7 @@ extern "C" fn guest_main(device_tree: usize) -> ! {
     suite.check("hvc", checks::hvc);
     suite.check("vtimer", || checks::vtimer(gic.as_ref()));
     suite.check("sgi", || checks::sgi(gic.as_ref()));
-    suite.check("aarch32-el0", checks::aarch32_el0);
+    suite.check("aarch32-el0", || checks::aarch32_el0(gic.as_ref()));
     match &platform.probe {
         Ok(Some(address)) => {
             suite.check("isolation", || checks::isolation(*address, platform.ram()));

@@ -430,6 +430,11 @@ pub(crate) mod vmm_slots {
     pub(crate) const ENDPOINT: u64 = 1;
     /// The console UART's interrupt handler, for the guest with focus.
     pub(crate) const INPUT_IRQ: u64 = 3;
+    /// The UART register page, read-only: the capability that maps it
+    /// into the guest (vmm.rs, `UartPage`).
+    pub(crate) const UART_PAGE: u64 = 4;
+    /// The guest's VSpace, where the VMM maps the UART register page.
+    pub(crate) const GUEST_VSPACE: u64 = 5;
     /// VCPU `i`'s object.
     pub(crate) const fn vcpu(index: u64) -> u64 {
         8 + 2 * index
@@ -597,6 +602,49 @@ fn build(
         vmm_slots::ENDPOINT,
         endpoint,
         Rights::READ,
+        None,
+    )?;
+    // The UART register page (vmm.rs, `UartPage`): the VMM writes it
+    // through its own mapping and maps it read-only into the guest where
+    // the UART is. The guest's page tables for that address are made
+    // here, by mapping it once; the VMM maps it again when it has filled
+    // it.
+    let page = arena.create(ObjectType::Frame4K, 0, "retype the UART register page")?;
+    let guest_page = arena.copy(
+        page,
+        Rights::READ,
+        Kind::Frame,
+        "copy the UART register page",
+    )?;
+    arena.map_frame(
+        Frame::new(guest_page),
+        vspace,
+        vmm_server::guest_dt::UART_BASE,
+        Rights::READ,
+        0,
+    )?;
+    Frame::new(guest_page)
+        .unmap()
+        .map_err(step("unmap the UART register page"))?;
+    arena.map_frame(
+        Frame::new(page),
+        space.vspace(),
+        vmm::UART_PAGE_ADDRESS,
+        Rights::READ.union(Rights::WRITE),
+        0,
+    )?;
+    space.give(
+        &mut arena,
+        vmm_slots::UART_PAGE,
+        guest_page,
+        Rights::READ,
+        None,
+    )?;
+    space.give(
+        &mut arena,
+        vmm_slots::GUEST_VSPACE,
+        vspace.pointer(),
+        Rights::ALL,
         None,
     )?;
     let vcpu_cnode = arena.create(ObjectType::CNode, 4, "retype a VCPU thread's CNode")?;

@@ -15,7 +15,9 @@
 //! its state is on its stack.
 
 use hyp_abi::fault::{FaultLabel, exit_reply, hypercall, mmio, system_register, vcpu_exception};
-use hyp_user::{Endpoint, IrqHandler, Message, Received, Tcb, Vcpu, ipc, println};
+use hyp_user::{
+    Endpoint, Frame, IrqHandler, Message, Received, Tcb, VSpace, Vcpu, ipc, println, window,
+};
 use vmm_server::mmio::Device;
 use vmm_server::pl011::Pl011;
 use vmm_server::psci::{Outcome, Psci, Request};
@@ -31,6 +33,9 @@ pub(crate) const INPUT_BADGE: u64 = 1 << 32;
 const UART_BASE: u64 = 0x0900_0000;
 const UART_SIZE: u64 = 0x1000;
 const UART_INTID: u16 = 33;
+/// Where the VMM maps the UART register page in its own address space
+/// (the start of its memory window; `UartPage`).
+pub(crate) const UART_PAGE_ADDRESS: u64 = window::BASE;
 const DISTRIBUTOR_BASE: u64 = 0x0800_0000;
 const DISTRIBUTOR_SIZE: u64 = 0x1_0000;
 const REDISTRIBUTOR_BASE: u64 = 0x080a_0000;
@@ -156,6 +161,22 @@ impl ExitCounts {
     }
 }
 
+/// The UART register page: a frame that holds what each PL011 register
+/// reads as, mapped read-only into the guest where the UART is. The
+/// guest's console polls the flag register before every byte it writes;
+/// with the page those reads are plain loads, and only the writes exit
+/// (a stage-2 permission fault, an MMIO exit like any other). The page is
+/// rewritten after every change the VMM makes to the UART, and it is
+/// unmapped whenever a read would change the UART (received bytes wait:
+/// reading `DR` takes one), so then every access exits as before.
+/// Unmapping or mapping failing only costs speed: an unmapped page means
+/// every access exits.
+struct UartPage {
+    mapped: bool,
+    /// An unmap failed: reported once.
+    reported: bool,
+}
+
 /// Everything one VMM keeps.
 struct Vmm {
     configuration: Configuration,
@@ -166,6 +187,7 @@ struct Vmm {
     uart_level: bool,
     stopped: bool,
     exits: ExitCounts,
+    uart_page: UartPage,
 }
 
 /// The VMM thread's entry: `name` in two words, the configuration word,
@@ -198,7 +220,15 @@ pub(crate) extern "C" fn main(name_low: u64, name_high: u64, word: u64, ram_size
         uart_level: false,
         stopped: false,
         exits: ExitCounts::default(),
+        uart_page: UartPage {
+            mapped: false,
+            reported: false,
+        },
     };
+    for (offset, value) in Pl011::IDENTIFICATION_WORDS {
+        let _ = window::write(UART_PAGE_ADDRESS + offset, value);
+    }
+    vmm.refresh_uart_page(true);
     let endpoint = Endpoint::new(vmm_slots::ENDPOINT);
     let mut received = ipc::recv(endpoint);
     loop {
@@ -283,6 +313,9 @@ impl Vmm {
             }
             let console = &mut self.console;
             self.uart.drain_output(|byte| console.put(byte));
+            // A byte written to DR changes only the flags and the
+            // interrupt status; anything else may change any register.
+            self.refresh_uart_page(!write || offset != vmm_server::pl011::reg::DR);
             actions = self.update_uart_line();
         } else if (DISTRIBUTOR_BASE..DISTRIBUTOR_BASE + DISTRIBUTOR_SIZE).contains(&address) {
             let offset = address - DISTRIBUTOR_BASE;
@@ -359,6 +392,48 @@ impl Vmm {
         }
     }
 
+    /// Brings the UART register page up to date (`UartPage`): unmapped
+    /// while reads have effects; otherwise rewritten (`full`: every
+    /// register, else the flags and interrupt status) and mapped.
+    fn refresh_uart_page(&mut self, full: bool) {
+        let guest_page = Frame::new(vmm_slots::UART_PAGE);
+        if self.uart.reads_have_effects() {
+            if self.uart_page.mapped {
+                match guest_page.unmap() {
+                    Ok(()) => self.uart_page.mapped = false,
+                    Err(error) if !self.uart_page.reported => {
+                        self.uart_page.reported = true;
+                        println!(
+                            "vmm {}: cannot unmap the UART register page ({error}): \
+                             the guest may not see its input",
+                            self.console.name()
+                        );
+                    }
+                    Err(_) => {}
+                }
+            }
+            return;
+        }
+        if full || !self.uart_page.mapped {
+            for (offset, value) in self.uart.register_page() {
+                let _ = window::write(UART_PAGE_ADDRESS + offset, value);
+            }
+        } else {
+            for (offset, value) in self.uart.status_words() {
+                let _ = window::write(UART_PAGE_ADDRESS + offset, value);
+            }
+        }
+        if !self.uart_page.mapped {
+            let mapped = guest_page.map(
+                VSpace::new(vmm_slots::GUEST_VSPACE),
+                UART_BASE,
+                hyp_abi::Rights::READ,
+                0,
+            );
+            self.uart_page.mapped = mapped.is_ok();
+        }
+    }
+
     fn console_input(&mut self) {
         while self.uart.can_accept_input() {
             let Some(byte) = ipc::debug_get_char() else {
@@ -366,6 +441,7 @@ impl Vmm {
             };
             self.uart.push_input(byte);
         }
+        self.refresh_uart_page(true);
         let actions = self.update_uart_line();
         self.apply(&actions);
         let _ = IrqHandler::new(vmm_slots::INPUT_IRQ).acknowledge();
