@@ -247,6 +247,25 @@ extern "C" fn handle_lower(vector: u64, syndrome: u64, fault_address: u64) -> *c
                         drop(kernel);
                         return context;
                     }
+                    if saved.x[hyp_abi::SYSCALL_NUMBER_REGISTER]
+                        == hyp_abi::Syscall::DebugPutString as u64
+                    {
+                        // Console output, many bytes to one kernel entry.
+                        let mut text = [0u8; hyp_abi::DEBUG_STRING_BYTES];
+                        for (bytes, word) in text.chunks_exact_mut(8).zip(&saved.x[..8]) {
+                            bytes.copy_from_slice(&word.to_le_bytes());
+                        }
+                        let length = text
+                            .iter()
+                            .position(|byte| *byte == 0)
+                            .unwrap_or(text.len());
+                        crate::console::print(format_args!("{}", Latin1(&text[..length])));
+                        saved.x[..8].fill(0);
+                        saved.x[hyp_abi::MESSAGE_INFO_REGISTER] =
+                            hyp_abi::MessageInfo::new(0, 0).encode();
+                        drop(kernel);
+                        return context;
+                    }
                 }
                 let mut effects = Effects::default();
                 let caller = kernel.current(core);
@@ -324,6 +343,19 @@ extern "C" fn handle_lower(vector: u64, syndrome: u64, fault_address: u64) -> *c
         _ => kernel.fault(core, UserFault::Instruction { syndrome }),
     };
     next_context(core, kernel, &effects)
+}
+
+/// Bytes shown as the characters U+0000 to U+00FF, as `DebugPutChar`
+/// shows each byte.
+struct Latin1<'a>(&'a [u8]);
+
+impl core::fmt::Display for Latin1<'_> {
+    fn fmt(&self, formatter: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        for byte in self.0 {
+            core::fmt::Write::write_char(formatter, char::from(*byte))?;
+        }
+        Ok(())
+    }
 }
 
 fn take_interrupts(core: usize, kernel: &mut Kernel<RealStore>, effects: &mut Effects) {

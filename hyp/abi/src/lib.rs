@@ -62,7 +62,14 @@ pub enum Syscall {
     /// UART's interrupt (boot info) can be taken with an IrqHandler to
     /// learn when to ask.
     DebugGetChar = 0x101,
+    /// Debug console output, up to [`DEBUG_STRING_BYTES`] at once: the
+    /// bytes of `x0..x7`, eight to a register, the first in the low byte
+    /// of `x0`, up to the first zero byte.
+    DebugPutString = 0x102,
 }
+
+/// The most bytes one `DebugPutString` prints.
+pub const DEBUG_STRING_BYTES: usize = 64;
 
 /// Register that holds the syscall number.
 pub const SYSCALL_NUMBER_REGISTER: usize = 8;
@@ -97,6 +104,7 @@ impl Syscall {
             9 => Syscall::Yield,
             0x100 => Syscall::DebugPutChar,
             0x101 => Syscall::DebugGetChar,
+            0x102 => Syscall::DebugPutString,
             _ => return None,
         })
     }
@@ -367,6 +375,7 @@ mod tests {
             Syscall::Yield,
             Syscall::DebugPutChar,
             Syscall::DebugGetChar,
+            Syscall::DebugPutString,
         ] {
             assert_eq!(Syscall::from_number(syscall as u64), Some(syscall));
         }

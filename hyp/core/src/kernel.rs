@@ -693,6 +693,9 @@ impl<S: KernelStore> Kernel<S> {
             // The arch layer answers it before the kernel is entered (it
             // reads the UART); a kernel without a console has no input.
             Syscall::DebugGetChar => success(&[u64::MAX]).map(Some),
+            // The arch layer prints it before the kernel is entered; a
+            // kernel without a console has nowhere to print.
+            Syscall::DebugPutString => success(&[]).map(Some),
         }
     }
 

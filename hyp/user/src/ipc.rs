@@ -271,6 +271,25 @@ pub fn debug_put_char(byte: u8) {
     );
 }
 
+/// `DebugPutString`: writes `text` (at most [`hyp_abi::DEBUG_STRING_BYTES`]
+/// bytes are taken, and a zero byte ends it) to the kernel console in one
+/// system call. Returns how many bytes it took.
+pub fn debug_put_string(text: &[u8]) -> usize {
+    let length = text.len().min(hyp_abi::DEBUG_STRING_BYTES);
+    let mut words = [0u64; REGISTER_MESSAGE_WORDS];
+    for (index, byte) in text[..length].iter().enumerate() {
+        words[index / 8] |= u64::from(*byte) << (8 * (index % 8));
+    }
+    syscall(
+        Syscall::DebugPutString,
+        0,
+        MessageInfo::new(0, 0),
+        words,
+        [0; 3],
+    );
+    length
+}
+
 /// `DebugGetChar`: the next byte typed on the hypervisor console, if one
 /// waits.
 pub fn debug_get_char() -> Option<u8> {

@@ -74,7 +74,9 @@ pub fn write_panic_report(
 /// What a program's `#[panic_handler]` calls: prints the panic report of
 /// `program` on the debug console and stops the thread.
 pub fn panic_report(program: &str, info: &PanicInfo<'_>) -> ! {
-    let _ = write_panic_report(&mut DebugConsole, program, &info.message(), info.location());
+    let mut console = DebugConsole::new();
+    let _ = write_panic_report(&mut console, program, &info.message(), info.location());
+    console.flush();
     stop()
 }
 
