@@ -224,7 +224,6 @@ fn write_empty_reply(context: &mut UserContext) {
 #[derive(Clone, Copy)]
 struct FastMessage {
     info: MessageInfo,
-    words: [u64; REGISTER_MESSAGE_WORDS],
     capability: Capability,
     /// The sender's priority.
     priority: u8,
@@ -1099,8 +1098,6 @@ impl<S: KernelStore> Kernel<S> {
         if pointer >> radix != guard {
             return None;
         }
-        let mut words = [0; REGISTER_MESSAGE_WORDS];
-        words.copy_from_slice(&tcb.context.x[..REGISTER_MESSAGE_WORDS]);
         let (priority, caller, bound) =
             (tcb.priority, tcb.caller, tcb.bound_notification.is_some());
         let index = pointer & ((1u64 << radix) - 1);
@@ -1113,7 +1110,6 @@ impl<S: KernelStore> Kernel<S> {
             .capability;
         Some(FastMessage {
             info,
-            words,
             capability,
             priority,
             caller,
@@ -1130,7 +1126,6 @@ impl<S: KernelStore> Kernel<S> {
     fn fast_send(&mut self, core: usize, sender: ThreadRef) -> bool {
         let Some(FastMessage {
             info,
-            words,
             capability:
                 Capability::Endpoint {
                     object: endpoint,
@@ -1161,13 +1156,10 @@ impl<S: KernelStore> Kernel<S> {
             return false;
         }
         let length = usize::from(info.length);
-        self.hand_over(
-            core,
-            sender,
-            receiver,
-            |tcb| write_message(&mut tcb.context, &words[..length], badge, info),
-            |_| {},
-        );
+        let words = self.leave(sender, |_| {});
+        self.hand_over_from_idle(core, receiver, |tcb| {
+            write_message(&mut tcb.context, &words[..length], badge, info);
+        });
         true
     }
 
@@ -1351,6 +1343,23 @@ impl<S: KernelStore> Kernel<S> {
         true
     }
 
+    /// `from` stops running on its core, with `update`; returns the message
+    /// words it holds (`x0..x7`), read in the same lookup.
+    #[inline(always)]
+    fn leave(
+        &mut self,
+        from: ThreadRef,
+        update: impl FnOnce(&mut Tcb),
+    ) -> [u64; REGISTER_MESSAGE_WORDS] {
+        let mut words = [0; REGISTER_MESSAGE_WORDS];
+        if let Some(tcb) = self.store.tcb_mut(from) {
+            words.copy_from_slice(&tcb.context.x[..REGISTER_MESSAGE_WORDS]);
+            update(tcb);
+            tcb.running = false;
+        }
+        words
+    }
+
     /// The end of every fast path that switches threads: `to` (taken out
     /// of its queue) gets what `deliver` writes and becomes `core`'s
     /// running thread with a fresh timeslice; `from`, which ran there, gets
@@ -1394,7 +1403,6 @@ impl<S: KernelStore> Kernel<S> {
     fn fast_call(&mut self, core: usize, caller: ThreadRef) -> bool {
         let Some(FastMessage {
             info,
-            words,
             capability:
                 Capability::Endpoint {
                     object: endpoint,
@@ -1417,19 +1425,14 @@ impl<S: KernelStore> Kernel<S> {
         }
         // From here on nothing can be refused.
         let length = usize::from(info.length);
-        self.hand_over(
-            core,
-            caller,
-            receiver,
-            |tcb| {
-                write_message(&mut tcb.context, &words[..length], badge, info);
-                tcb.caller = Some(caller);
-            },
-            |tcb| {
-                tcb.state = ThreadState::BlockedOnReply;
-                tcb.reply_holder = Some(receiver);
-            },
-        );
+        let words = self.leave(caller, |tcb| {
+            tcb.state = ThreadState::BlockedOnReply;
+            tcb.reply_holder = Some(receiver);
+        });
+        self.hand_over_from_idle(core, receiver, |tcb| {
+            write_message(&mut tcb.context, &words[..length], badge, info);
+            tcb.caller = Some(caller);
+        });
         true
     }
 
@@ -1443,7 +1446,6 @@ impl<S: KernelStore> Kernel<S> {
         // every condition holds.
         let Some(FastMessage {
             info,
-            words,
             capability:
                 Capability::Endpoint {
                     object: endpoint,
@@ -1485,7 +1487,7 @@ impl<S: KernelStore> Kernel<S> {
         if state == ipc::EndpointState::Sending {
             return false;
         }
-        if state == ipc::EndpointState::Idle {
+        let words = if state == ipc::EndpointState::Idle {
             // The first receiver: the endpoint's queue is just this thread.
             if let Some(object) = self.store.endpoint_mut(endpoint) {
                 *object = ipc::Endpoint {
@@ -1493,12 +1495,11 @@ impl<S: KernelStore> Kernel<S> {
                     queue: Queue::of_one(replier),
                 };
             }
-            if let Some(tcb) = self.store.tcb_mut(replier) {
+            self.leave(replier, |tcb| {
                 tcb.links = Links::ALONE;
                 tcb.state = ThreadState::BlockedOnReceive { endpoint };
                 tcb.caller = None;
-                tcb.running = false;
-            }
+            })
         } else {
             if let Some(tcb) = self.store.tcb_mut(replier) {
                 tcb.state = ThreadState::BlockedOnReceive { endpoint };
@@ -1516,11 +1517,8 @@ impl<S: KernelStore> Kernel<S> {
                 }
                 return false;
             }
-            if let Some(tcb) = self.store.tcb_mut(replier) {
-                tcb.caller = None;
-                tcb.running = false;
-            }
-        }
+            self.leave(replier, |tcb| tcb.caller = None)
+        };
         // From here on nothing can be refused.
         let length = usize::from(info.length);
         self.hand_over_from_idle(core, caller, |tcb| {
