@@ -246,14 +246,15 @@ impl Pl011 {
     /// words never change ([`Pl011::IDENTIFICATION_WORDS`]).
     pub fn register_page(&self) -> [(u64, u64); 8] {
         let pair = |low: u32, high: u32| u64::from(low) | u64::from(high) << 32;
+        let ris = self.ris();
         [
             (reg::DR, pair(0, self.rsr)),
             (reg::FR, pair(self.flags(), 0)),
             (reg::ILPR, pair(self.ilpr, self.ibrd)),
             (reg::FBRD, pair(self.fbrd, self.lcr_h)),
             (reg::CR, pair(self.cr, self.ifls)),
-            (reg::IMSC, pair(self.imsc, self.ris())),
-            (reg::MIS, pair(self.mis(), 0)),
+            (reg::IMSC, pair(self.imsc, ris)),
+            (reg::MIS, pair(ris & self.imsc, 0)),
             (reg::DMACR, pair(self.dmacr, 0)),
         ]
     }
@@ -262,10 +263,11 @@ impl Pl011 {
     /// drained at once) can change: the flags and the interrupt status.
     pub fn status_words(&self) -> [(u64, u64); 3] {
         let pair = |low: u32, high: u32| u64::from(low) | u64::from(high) << 32;
+        let ris = self.ris();
         [
             (reg::FR, pair(self.flags(), 0)),
-            (reg::IMSC, pair(self.imsc, self.ris())),
-            (reg::MIS, pair(self.mis(), 0)),
+            (reg::IMSC, pair(self.imsc, ris)),
+            (reg::MIS, pair(ris & self.imsc, 0)),
         ]
     }
 

@@ -143,6 +143,7 @@ impl CoreQueues {
     }
 
     /// The highest priority with a runnable thread: two `leading_zeros`.
+    #[inline(always)]
     fn highest(&self) -> Option<u8> {
         // `checked_sub` yields `None` exactly when the word is zero.
         let word = (u64::BITS - 1).checked_sub(self.summary.leading_zeros())?;
@@ -305,6 +306,7 @@ impl Scheduler {
 
     /// The highest priority of a thread ready on `core`; `None` if none is
     /// ready or `core` is not below [`MAX_CORES`].
+    #[inline(always)]
     pub fn highest_priority(&self, core: usize) -> Option<u8> {
         self.cores.get(core)?.highest()
     }

@@ -11,6 +11,10 @@
 //!   into the register);
 //! - `UART flag register read`: a load of the PL011's flag register,
 //!   which the guest reads from the VMM's UART register page (no exit);
+//! - `UART data register write round trip`: a carriage return stored to
+//!   the PL011's data register (what a console does for every byte: a
+//!   stage-2 permission fault on the register page, the VMM's model and
+//!   console; the VMM's console drops carriage returns);
 //! - `virtual IRQ injection to delivery`: from the VMM's `VcpuInjectIrq`
 //!   (it reads the counter just before, and returns that reading; the VMM
 //!   serves the vendor hypercall [`INJECT_AND_TIME`] only in its
@@ -100,6 +104,15 @@ pub(crate) fn run(gic: Option<&Gic>) {
     println!(
         "test-guest: bench: UART flag register read (register page, no exit): {} instructions",
         flags.saturating_sub(overhead)
+    );
+    let data = measure(|| {
+        let start = cycles();
+        uart::write_data(b'\r');
+        cycles() - start
+    });
+    println!(
+        "test-guest: bench: UART data register write round trip: {} instructions",
+        data.saturating_sub(overhead)
     );
     match gic {
         Some(gic) => {
