@@ -166,6 +166,7 @@ pub enum ExceptionClass {
 
 impl ExceptionClass {
     /// The class for a 6-bit EC value; bits above bit 5 are ignored.
+    #[inline]
     pub const fn from_code(code: u8) -> Self {
         match code & 0x3f {
             0x00 => Self::Unknown,
@@ -862,6 +863,7 @@ impl Syndrome {
     }
 
     /// The exception class, bits [31:26].
+    #[inline]
     pub const fn class(self) -> ExceptionClass {
         ExceptionClass::from_code(field8(self.raw, 26, 6))
     }

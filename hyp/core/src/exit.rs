@@ -292,6 +292,7 @@ pub const fn loaded_value(value: u64, size: u64, sign_extend: bool, sixty_four_b
 /// `fault`, updating its saved registers. For a native thread's fault:
 /// label 0 resumes it (at word 0 if the reply has one); any other label
 /// stops it. For VCPU exits, see the layouts in [`hyp_abi::fault`].
+#[inline]
 pub fn apply_reply(
     context: &mut UserContext,
     fault: &FaultMessage,
