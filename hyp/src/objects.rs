@@ -587,7 +587,7 @@ impl IpcStore for RealStore {
         // The kernel only asks for the VCPU loaded on this core, from a
         // native thread's invocation (so the eager part is saved already).
         if let Some(state) = self.vcpu_mut(vcpu) {
-            crate::arch::guest::save_lazy(state);
+            crate::arch::guest::save_lazy(crate::arch::registers::core_index(), state);
         }
     }
 }

@@ -426,11 +426,10 @@ fn apply_some(effects: &Effects) {
 fn switch_guest_state(core: usize, kernel: &mut Kernel<RealStore>, resume: &Resume) {
     let switch = resume.vcpu;
     if guest::in_guest_mode(core) && (switch.vcpu.is_none() || switch.unload.is_some()) {
-        let previous = switch.unload.or(switch.loaded);
-        guest::leave_guest_mode(core, previous.and_then(|vcpu| kernel.store.vcpu_mut(vcpu)));
+        guest::leave_guest_mode(core);
     }
     if let Some(state) = switch.unload.and_then(|vcpu| kernel.store.vcpu_mut(vcpu)) {
-        guest::save_lazy(state);
+        guest::save_lazy(core, state);
     }
     let Some(vcpu) = switch.vcpu else { return };
     if let Some(state) = kernel.store.vcpu_mut(vcpu) {
@@ -438,7 +437,7 @@ fn switch_guest_state(core: usize, kernel: &mut Kernel<RealStore>, resume: &Resu
             guest::load_lazy(state);
         }
         if !guest::in_guest_mode(core) {
-            guest::enter_guest_mode(core, state);
+            guest::enter_guest_mode(core, state, switch.load);
         }
         guest::fill_list_registers(state);
     }

@@ -16,7 +16,7 @@
 //! on the core whose registers it touches.
 
 use core::arch::asm;
-use core::sync::atomic::{AtomicBool, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use gic::virt::{HCR_ENABLE, HCR_UNDERFLOW, LrState, VirtualInterface};
 use hyp_abi::vcpu_register as register;
@@ -63,6 +63,20 @@ const CPTR_EL2_GUEST: u64 = 0x33ff;
 static GUEST_MODE: [AtomicBool; hyp_abi::MAX_CORES] =
     [const { AtomicBool::new(false) }; hyp_abi::MAX_CORES];
 
+/// Per core: the EL0-visible registers of the loaded VCPU (`CNTKCTL_EL1`,
+/// `TPIDR_EL0`, `TPIDRRO_EL0`) while the core runs a native thread. They
+/// are part of the loaded VCPU's state, kept here rather than in the VCPU
+/// object so that leaving guest mode needs no lookup of it;
+/// [`save_lazy`] puts them into the object when the VCPU is unloaded.
+/// Only the owning core touches its entry, under the kernel lock.
+static PARKED: [[AtomicU64; 3]; hyp_abi::MAX_CORES] =
+    [const { [const { AtomicU64::new(0) }; 3] }; hyp_abi::MAX_CORES];
+
+/// The `PARKED` entry of this core.
+fn parked(core: usize) -> Option<&'static [AtomicU64; 3]> {
+    PARKED.get(core)
+}
+
 /// The virtualization interface of the GIC (set once at boot).
 static VGIC: Once<VirtualInterface> = Once::new();
 
@@ -100,8 +114,14 @@ fn index(number: u64) -> usize {
     usize::try_from(number).unwrap_or(0)
 }
 
-/// Saves the lazily switched EL1 state of the VCPU loaded on this core.
-pub fn save_lazy(vcpu: &mut Vcpu) {
+/// Saves the lazily switched EL1 state of the VCPU loaded on `core`
+/// (which runs a native thread now: its EL0-visible registers are parked).
+pub fn save_lazy(core: usize, vcpu: &mut Vcpu) {
+    if let Some(parked) = parked(core) {
+        vcpu.registers[index(register::CNTKCTL_EL1)] = parked[0].load(Ordering::Relaxed);
+        vcpu.registers[index(register::TPIDR_EL0)] = parked[1].load(Ordering::Relaxed);
+        vcpu.registers[index(register::TPIDRRO_EL0)] = parked[2].load(Ordering::Relaxed);
+    }
     let r = &mut vcpu.registers;
     r[index(register::SCTLR_EL1)] = read_sysreg!("sctlr_el1");
     r[index(register::TTBR0_EL1)] = read_sysreg!("ttbr0_el1");
@@ -274,13 +294,13 @@ pub fn in_guest_mode(core: usize) -> bool {
         .is_some_and(|mode| mode.load(Ordering::Relaxed))
 }
 
-/// Leaves guest mode on this core: the loaded VCPU (if it still exists)
-/// keeps its EL0-visible registers, and the native values go in.
-pub fn leave_guest_mode(core: usize, loaded: Option<&mut Vcpu>) {
-    if let Some(vcpu) = loaded {
-        vcpu.registers[index(register::CNTKCTL_EL1)] = read_sysreg!("cntkctl_el1");
-        vcpu.registers[index(register::TPIDR_EL0)] = read_sysreg!("tpidr_el0");
-        vcpu.registers[index(register::TPIDRRO_EL0)] = read_sysreg!("tpidrro_el0");
+/// Leaves guest mode on this core: the loaded VCPU's EL0-visible
+/// registers are parked (`PARKED`), and the native values go in.
+pub fn leave_guest_mode(core: usize) {
+    if let Some(parked) = parked(core) {
+        parked[0].store(read_sysreg!("cntkctl_el1"), Ordering::Relaxed);
+        parked[1].store(read_sysreg!("tpidr_el0"), Ordering::Relaxed);
+        parked[2].store(read_sysreg!("tpidrro_el0"), Ordering::Relaxed);
     }
     write_sysreg!("cntkctl_el1", CNTKCTL_NATIVE);
     write_sysreg!("tpidr_el0", 0u64);
@@ -299,11 +319,25 @@ pub fn leave_guest_mode(core: usize, loaded: Option<&mut Vcpu>) {
     }
 }
 
-/// Enters guest mode on this core for the loaded `vcpu`.
-pub fn enter_guest_mode(core: usize, vcpu: &Vcpu) {
-    write_sysreg!("cntkctl_el1", vcpu.registers[index(register::CNTKCTL_EL1)]);
-    write_sysreg!("tpidr_el0", vcpu.registers[index(register::TPIDR_EL0)]);
-    write_sysreg!("tpidrro_el0", vcpu.registers[index(register::TPIDRRO_EL0)]);
+/// Enters guest mode on this core for the loaded `vcpu`: its EL0-visible
+/// registers come from the object if it was just loaded (`loaded`),
+/// otherwise from where [`leave_guest_mode`] parked them.
+pub fn enter_guest_mode(core: usize, vcpu: &Vcpu, loaded: bool) {
+    let (cntkctl, tpidr, tpidrro) = match parked(core) {
+        Some(parked) if !loaded => (
+            parked[0].load(Ordering::Relaxed),
+            parked[1].load(Ordering::Relaxed),
+            parked[2].load(Ordering::Relaxed),
+        ),
+        _ => (
+            vcpu.registers[index(register::CNTKCTL_EL1)],
+            vcpu.registers[index(register::TPIDR_EL0)],
+            vcpu.registers[index(register::TPIDRRO_EL0)],
+        ),
+    };
+    write_sysreg!("cntkctl_el1", cntkctl);
+    write_sysreg!("tpidr_el0", tpidr);
+    write_sysreg!("tpidrro_el0", tpidrro);
     write_sysreg!("cnthctl_el2", CNTHCTL_GUEST);
     write_sysreg!("cptr_el2", CPTR_EL2_GUEST);
     write_sysreg!("hcr_el2", HCR_EL2_GUEST);
