@@ -230,6 +230,7 @@ extern "C" fn handle_lower(vector: u64, syndrome: u64, fault_address: u64) -> *c
             // The system call is by far the most frequent: test its class
             // before decoding the syndrome.
             if syndrome >> 26 == u64::from(ExceptionClass::SvcAarch64.code()) {
+                let mut saved_number = None;
                 if let Some(block) = registers::CORE_BLOCKS.get(core)
                     && let context = block.context.load(Ordering::Relaxed) as *mut UserContext
                     && !context.is_null()
@@ -239,17 +240,15 @@ extern "C" fn handle_lower(vector: u64, syndrome: u64, fault_address: u64) -> *c
                     // the thread runs), and the kernel lock is held, so
                     // nothing else reads or writes it now.
                     let saved = unsafe { &mut *context };
-                    if saved.x[hyp_abi::SYSCALL_NUMBER_REGISTER]
-                        == hyp_abi::Syscall::DebugGetChar as u64
-                    {
+                    let number = saved.x[hyp_abi::SYSCALL_NUMBER_REGISTER];
+                    saved_number = Some(number);
+                    if number == hyp_abi::Syscall::DebugGetChar as u64 {
                         // Console input: the UART is the arch layer's.
                         saved.x[0] = crate::console::read_byte().map_or(u64::MAX, u64::from);
                         drop(kernel);
                         return context;
                     }
-                    if saved.x[hyp_abi::SYSCALL_NUMBER_REGISTER]
-                        == hyp_abi::Syscall::DebugPutString as u64
-                    {
+                    if number == hyp_abi::Syscall::DebugPutString as u64 {
                         // Console output, many bytes to one kernel entry.
                         let mut text = [0u8; hyp_abi::DEBUG_STRING_BYTES];
                         for (bytes, word) in text.chunks_exact_mut(8).zip(&saved.x[..8]) {
@@ -269,7 +268,10 @@ extern "C" fn handle_lower(vector: u64, syndrome: u64, fault_address: u64) -> *c
                 }
                 let mut effects = Effects::default();
                 let caller = kernel.current(core);
-                kernel.syscall_into(core, &mut effects);
+                match saved_number {
+                    Some(number) => kernel.syscall_numbered(core, number, &mut effects),
+                    None => kernel.syscall_into(core, &mut effects),
+                }
                 // The caller runs on and nothing else is to be done: resume
                 // it from the save area it entered with (its VSpace is
                 // still the one in VTTBR_EL2, its SPSR the one the hardware

@@ -524,14 +524,24 @@ impl<S: KernelStore> Kernel<S> {
     /// [`Kernel::syscall`], adding its effects to `effects` (which the
     /// caller keeps where it wants them: no copy on the hot path).
     pub fn syscall_into(&mut self, core: usize, effects: &mut Effects) {
-        let Some(thread) = self.current(core) else {
-            return;
-        };
         let Some(number) = self
-            .context(thread)
+            .current(core)
+            .and_then(|thread| self.context(thread))
             .map(|context| context.x[SYSCALL_NUMBER_REGISTER])
         else {
-            effects.notice = Some(Notice::Inconsistent("current thread"));
+            if self.current(core).is_some() {
+                effects.notice = Some(Notice::Inconsistent("current thread"));
+            }
+            return;
+        };
+        self.syscall_numbered(core, number, effects);
+    }
+
+    /// [`Kernel::syscall_into`] for an arch layer that has read the system
+    /// call's number (`x8`) from the current thread's save area itself:
+    /// one lookup of the thread fewer.
+    pub fn syscall_numbered(&mut self, core: usize, number: u64, effects: &mut Effects) {
+        let Some(thread) = self.current(core) else {
             return;
         };
         if self.fastpath {
@@ -1353,7 +1363,10 @@ impl<S: KernelStore> Kernel<S> {
     ) -> [u64; REGISTER_MESSAGE_WORDS] {
         let mut words = [0; REGISTER_MESSAGE_WORDS];
         if let Some(tcb) = self.store.tcb_mut(from) {
-            words.copy_from_slice(&tcb.context.x[..REGISTER_MESSAGE_WORDS]);
+            // Element by element: the compiler keeps a fixed copy of eight
+            // words in registers, where `copy_from_slice` calls memcpy.
+            let x = &tcb.context.x;
+            words = [x[0], x[1], x[2], x[3], x[4], x[5], x[6], x[7]];
             update(tcb);
             tcb.running = false;
         }
