@@ -206,8 +206,13 @@ fn runs_next_here(tcb: &Tcb, core: usize, highest: Option<u8>) -> bool {
 /// in `x0..`, the badge in `x9`, the info in `x10`.
 #[inline(always)]
 fn write_message(context: &mut UserContext, words: &[u64], badge: u64, info: MessageInfo) {
-    let length = words.len().min(REGISTER_MESSAGE_WORDS);
-    context.x[..length].copy_from_slice(&words[..length]);
+    // Word by word over a fixed range: a slice copy of a length known
+    // only at run time would be a memcpy call, dearer than these stores.
+    for (index, slot) in context.x[..REGISTER_MESSAGE_WORDS].iter_mut().enumerate() {
+        if let Some(word) = words.get(index) {
+            *slot = *word;
+        }
+    }
     context.x[CAPABILITY_REGISTER] = badge;
     context.x[MESSAGE_INFO_REGISTER] = info.encode();
 }
