@@ -228,7 +228,7 @@ pub(crate) extern "C" fn main(name_low: u64, name_high: u64, word: u64, ram_size
     for (offset, value) in Pl011::IDENTIFICATION_WORDS {
         let _ = window::write(UART_PAGE_ADDRESS + offset, value);
     }
-    vmm.refresh_uart_page(true);
+    let _ = vmm.refresh_uart_page(true);
     let endpoint = Endpoint::new(vmm_slots::ENDPOINT);
     let mut received = ipc::recv(endpoint);
     loop {
@@ -315,8 +315,8 @@ impl Vmm {
             self.uart.drain_output(|byte| console.put(byte));
             // A byte written to DR changes only the flags and the
             // interrupt status; anything else may change any register.
-            self.refresh_uart_page(!write || offset != vmm_server::pl011::reg::DR);
-            actions = self.update_uart_line();
+            let level = self.refresh_uart_page(!write || offset != vmm_server::pl011::reg::DR);
+            actions = self.update_uart_line(level);
         } else if (DISTRIBUTOR_BASE..DISTRIBUTOR_BASE + DISTRIBUTOR_SIZE).contains(&address) {
             let offset = address - DISTRIBUTOR_BASE;
             self.exits.distributor += 1;
@@ -363,8 +363,9 @@ impl Vmm {
     }
 
     /// Recomputes the UART's interrupt line after an access or input.
-    fn update_uart_line(&mut self) -> Actions {
-        let level = self.uart.interrupt_level();
+    /// `level`: the line's level if the caller computed it already.
+    fn update_uart_line(&mut self, level: Option<bool>) -> Actions {
+        let level = level.unwrap_or_else(|| self.uart.interrupt_level());
         if level == self.uart_level && !level {
             return Actions::new();
         }
@@ -394,8 +395,9 @@ impl Vmm {
 
     /// Brings the UART register page up to date (`UartPage`): unmapped
     /// while reads have effects; otherwise rewritten (`full`: every
-    /// register, else the flags and interrupt status) and mapped.
-    fn refresh_uart_page(&mut self, full: bool) {
+    /// register, else the flags and interrupt status) and mapped. Returns
+    /// the UART's interrupt level when it computed `MIS` on the way.
+    fn refresh_uart_page(&mut self, full: bool) -> Option<bool> {
         let guest_page = Frame::new(vmm_slots::UART_PAGE);
         if self.uart.reads_have_effects() {
             if self.uart_page.mapped {
@@ -412,16 +414,19 @@ impl Vmm {
                     Err(_) => {}
                 }
             }
-            return;
+            return None;
         }
+        let mut level = false;
+        let mut write = |(offset, value): (u64, u64)| {
+            if offset == vmm_server::pl011::reg::MIS {
+                level = value & 0xffff_ffff != 0;
+            }
+            let _ = window::write(UART_PAGE_ADDRESS + offset, value);
+        };
         if full || !self.uart_page.mapped {
-            for (offset, value) in self.uart.register_page() {
-                let _ = window::write(UART_PAGE_ADDRESS + offset, value);
-            }
+            self.uart.register_page().into_iter().for_each(&mut write);
         } else {
-            for (offset, value) in self.uart.status_words() {
-                let _ = window::write(UART_PAGE_ADDRESS + offset, value);
-            }
+            self.uart.status_words().into_iter().for_each(&mut write);
         }
         if !self.uart_page.mapped {
             let mapped = guest_page.map(
@@ -432,6 +437,7 @@ impl Vmm {
             );
             self.uart_page.mapped = mapped.is_ok();
         }
+        Some(level)
     }
 
     fn console_input(&mut self) {
@@ -441,8 +447,8 @@ impl Vmm {
             };
             self.uart.push_input(byte);
         }
-        self.refresh_uart_page(true);
-        let actions = self.update_uart_line();
+        let level = self.refresh_uart_page(true);
+        let actions = self.update_uart_line(level);
         self.apply(&actions);
         let _ = IrqHandler::new(vmm_slots::INPUT_IRQ).acknowledge();
     }
