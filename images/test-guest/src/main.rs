@@ -10,6 +10,9 @@
 //! - `vtimer`: the EL1 virtual timer's PPI 27 arrives through the GIC,
 //!   polled and then waking WFI (`checks.rs`, `gic.rs`);
 //! - `sgi`: SGI 5 sent to itself arrives;
+//! - `aarch32-el0`: AArch32 code at EL0 reads the GIC distributor's
+//!   `GICD_TYPER` (an MMIO exit) and goes on after the exit (`boot.S`,
+//!   `run_aarch32_user`);
 //! - `isolation`, only with a `probe=0xADDR` word in `/chosen/bootargs`:
 //!   reading that physical address, outside the guest's RAM, takes an
 //!   abort (the synchronous handler in `boot.rs` prints `test-guest:
