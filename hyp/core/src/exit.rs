@@ -35,6 +35,19 @@ impl Trap {
     }
 }
 
+/// Whether the trap with `syndrome` leaves `HPFAR_EL2` UNKNOWN, so the
+/// arch layer must find the faulting IPA by translating `FAR_EL2` through
+/// the guest's stage 1: a stage-2 permission fault (DFSC `0b0011xx`) on a
+/// data or instruction access from a lower level, not taken on a stage-1
+/// table walk (Arm ARM, `HPFAR_EL2`).
+pub const fn needs_translated_ipa(syndrome: u64) -> bool {
+    let class = (syndrome >> 26) & 0x3f;
+    let abort = class == 0x24 || class == 0x20;
+    let permission = syndrome & 0x3c == 0x0c;
+    let on_walk = syndrome & (1 << 7) != 0;
+    abort && permission && !on_walk
+}
+
 /// What the core does with a VCPU's exit.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Exit {
@@ -458,6 +471,32 @@ mod tests {
             Exit::Message(message) => message,
             other => panic!("expected a message, got {other:?}"),
         }
+    }
+
+    #[test]
+    fn only_stage_2_permission_faults_off_a_walk_need_a_translated_ipa() {
+        let abort = |class: u64, status: u64, walk: bool| {
+            class << 26 | 1 << 25 | u64::from(walk) << 7 | status
+        };
+        for status in 0x0c..=0x0f {
+            assert!(needs_translated_ipa(abort(0x24, status, false)));
+            assert!(needs_translated_ipa(abort(0x20, status, false)));
+            assert!(
+                !needs_translated_ipa(abort(0x24, status, true)),
+                "on a walk"
+            );
+            assert!(
+                !needs_translated_ipa(abort(0x25, status, false)),
+                "same level"
+            );
+        }
+        for status in (0x00..0x40).filter(|status| !(0x0c..=0x0f).contains(status)) {
+            assert!(
+                !needs_translated_ipa(abort(0x24, status, false)),
+                "{status:#x}"
+            );
+        }
+        assert!(!needs_translated_ipa(0x16 << 26), "an HVC");
     }
 
     #[test]

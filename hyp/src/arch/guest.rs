@@ -452,11 +452,7 @@ pub fn inject(injection: Injection, context: &mut UserContext) {
 /// `None`: the guest's stage 1 no longer maps `address` (another of its
 /// CPUs changed it): the guest is to retry the access.
 pub fn fault_page(syndrome: u64, address: u64) -> Option<u64> {
-    let class = (syndrome >> 26) & 0x3f;
-    let abort = class == 0x24 || class == 0x20;
-    let permission = syndrome & 0x3c == 0x0c;
-    let on_walk = syndrome & (1 << 7) != 0;
-    if !abort || !permission || on_walk {
+    if !exit::needs_translated_ipa(syndrome) {
         return Some(read_sysreg!("hpfar_el2"));
     }
     let saved = read_sysreg!("par_el1");
