@@ -529,14 +529,14 @@ impl<S: KernelStore> Kernel<S> {
     /// [`Kernel::syscall`], adding its effects to `effects` (which the
     /// caller keeps where it wants them: no copy on the hot path).
     pub fn syscall_into(&mut self, core: usize, effects: &mut Effects) {
+        let Some(thread) = self.current(core) else {
+            return;
+        };
         let Some(number) = self
-            .current(core)
-            .and_then(|thread| self.context(thread))
+            .context(thread)
             .map(|context| context.x[SYSCALL_NUMBER_REGISTER])
         else {
-            if self.current(core).is_some() {
-                effects.notice = Some(Notice::Inconsistent("current thread"));
-            }
+            effects.notice = Some(Notice::Inconsistent("current thread"));
             return;
         };
         self.syscall_numbered(core, number, effects);
@@ -1172,7 +1172,7 @@ impl<S: KernelStore> Kernel<S> {
         }
         let length = usize::from(info.length);
         let words = self.leave(sender, |_| {});
-        self.hand_over_from_idle(core, receiver, |tcb| {
+        self.run_next(core, receiver, |tcb| {
             write_message(&mut tcb.context, &words[..length], badge, info);
         });
         true
@@ -1268,10 +1268,10 @@ impl<S: KernelStore> Kernel<S> {
         let deliver = |tcb: &mut Tcb| {
             write_message(&mut tcb.context, &[], word | badge, MessageInfo::new(0, 0));
         };
-        match running {
-            Some((thread, _)) => self.hand_over(core, thread, waiter, deliver, |_| {}),
-            None => self.hand_over_from_idle(core, waiter, deliver),
+        if let Some((thread, _)) = running {
+            let _ = self.leave(thread, |_| {});
         }
+        self.run_next(core, waiter, deliver);
         true
     }
 
@@ -1292,21 +1292,16 @@ impl<S: KernelStore> Kernel<S> {
             return false;
         }
         let length = usize::from(message.length).min(message.words.len());
-        self.hand_over(
-            core,
-            thread,
-            handler,
-            |tcb| {
-                let info = MessageInfo::new(message.label, message.length);
-                write_message(&mut tcb.context, &message.words[..length], badge, info);
-                tcb.caller = Some(thread);
-            },
-            |tcb| {
-                tcb.pending_fault = Some(*message);
-                tcb.state = ThreadState::BlockedOnReply;
-                tcb.reply_holder = Some(handler);
-            },
-        );
+        let _ = self.leave(thread, |tcb| {
+            tcb.pending_fault = Some(*message);
+            tcb.state = ThreadState::BlockedOnReply;
+            tcb.reply_holder = Some(handler);
+        });
+        self.run_next(core, handler, |tcb| {
+            let info = MessageInfo::new(message.label, message.length);
+            write_message(&mut tcb.context, &message.words[..length], badge, info);
+            tcb.caller = Some(thread);
+        });
         true
     }
 
@@ -1345,7 +1340,7 @@ impl<S: KernelStore> Kernel<S> {
 
     /// Takes `receiver`, the first in `endpoint`'s queue, out of it; a lone
     /// receiver leaves the endpoint idle (this cannot fail; its links are
-    /// reset by [`Kernel::hand_over`], which writes its TCB anyway). False,
+    /// reset by [`Kernel::run_next`], which writes its TCB anyway). False,
     /// with nothing changed, on inconsistent queue links.
     #[inline(always)]
     fn take_receiver(&mut self, endpoint: ObjectRef, receiver: ThreadRef, alone: bool) -> bool {
@@ -1358,8 +1353,10 @@ impl<S: KernelStore> Kernel<S> {
         true
     }
 
-    /// `from` stops running on its core, with `update`; returns the message
-    /// words it holds (`x0..x7`), read in the same lookup.
+    /// The first half of every fast path that switches threads: `from`
+    /// stops running on its core, with `update`; returns the message words
+    /// it holds (`x0..x7`), read in the same lookup (unused, they cost
+    /// nothing: the function is inlined).
     #[inline(always)]
     fn leave(
         &mut self,
@@ -1378,29 +1375,12 @@ impl<S: KernelStore> Kernel<S> {
         words
     }
 
-    /// The end of every fast path that switches threads: `to` (taken out
-    /// of its queue) gets what `deliver` writes and becomes `core`'s
-    /// running thread with a fresh timeslice; `from`, which ran there, gets
-    /// `update` and stops running.
+    /// The end of every fast path that switches threads (after
+    /// [`Kernel::leave`] of the thread that ran, if one did): `to`, taken
+    /// out of its queue, gets what `deliver` writes and becomes `core`'s
+    /// running thread with a fresh timeslice.
     #[inline(always)]
-    fn hand_over(
-        &mut self,
-        core: usize,
-        from: ThreadRef,
-        to: ThreadRef,
-        deliver: impl FnOnce(&mut Tcb),
-        update: impl FnOnce(&mut Tcb),
-    ) {
-        self.hand_over_from_idle(core, to, deliver);
-        if let Some(tcb) = self.store.tcb_mut(from) {
-            update(tcb);
-            tcb.running = false;
-        }
-    }
-
-    /// [`Kernel::hand_over`] on a core that ran no thread.
-    #[inline(always)]
-    fn hand_over_from_idle(&mut self, core: usize, to: ThreadRef, deliver: impl FnOnce(&mut Tcb)) {
+    fn run_next(&mut self, core: usize, to: ThreadRef, deliver: impl FnOnce(&mut Tcb)) {
         if let Some(tcb) = self.store.tcb_mut(to) {
             deliver(tcb);
             tcb.links = Links::UNQUEUED;
@@ -1447,7 +1427,7 @@ impl<S: KernelStore> Kernel<S> {
             tcb.state = ThreadState::BlockedOnReply;
             tcb.reply_holder = Some(receiver);
         });
-        self.hand_over_from_idle(core, receiver, |tcb| {
+        self.run_next(core, receiver, |tcb| {
             write_message(&mut tcb.context, &words[..length], badge, info);
             tcb.caller = Some(caller);
         });
@@ -1539,7 +1519,7 @@ impl<S: KernelStore> Kernel<S> {
         };
         // From here on nothing can be refused.
         let length = usize::from(info.length);
-        self.hand_over_from_idle(core, caller, |tcb| {
+        self.run_next(core, caller, |tcb| {
             let Tcb {
                 context,
                 pending_fault,
