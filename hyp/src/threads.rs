@@ -272,16 +272,9 @@ extern "C" fn handle_lower(vector: u64, syndrome: u64, fault_address: u64) -> *c
                     Some(number) => kernel.syscall_numbered(core, number, &mut effects),
                     None => kernel.syscall_into(core, &mut effects),
                 }
-                // The caller runs on and nothing else is to be done: resume
-                // it from the save area it entered with (its VSpace is
-                // still the one in VTTBR_EL2, its SPSR the one the hardware
-                // saved).
+                // The caller runs on and nothing else is to be done.
                 if caller.is_some() && kernel.current(core) == caller && effects.is_empty() {
-                    drop(kernel);
-                    if let Some(block) = registers::CORE_BLOCKS.get(core) {
-                        return block.context.load(Ordering::Relaxed) as *const UserContext;
-                    }
-                    return next_context(core, KERNEL.lock(), &effects);
+                    return resume_unchanged(core, kernel);
                 }
                 return next_context(core, kernel, &effects);
             }
@@ -292,11 +285,7 @@ extern "C" fn handle_lower(vector: u64, syndrome: u64, fault_address: u64) -> *c
                 let Some(hpfar) = guest::fault_page(syndrome, fault_address) else {
                     // The guest's own tables changed under the access:
                     // it retries it (its registers are as it left them).
-                    drop(kernel);
-                    if let Some(block) = registers::CORE_BLOCKS.get(core) {
-                        return block.context.load(Ordering::Relaxed) as *const UserContext;
-                    }
-                    return next_context(core, KERNEL.lock(), &Effects::default());
+                    return resume_unchanged(core, kernel);
                 };
                 let trap = Trap {
                     syndrome,
@@ -345,6 +334,23 @@ extern "C" fn handle_lower(vector: u64, syndrome: u64, fault_address: u64) -> *c
         _ => kernel.fault(core, UserFault::Instruction { syndrome }),
     };
     next_context(core, kernel, &effects)
+}
+
+/// Resumes the thread that entered the kernel on `core`, unchanged, from
+/// the save area it entered with: its VSpace is still the one in
+/// `VTTBR_EL2` and its SPSR the one the hardware saved, so nothing is to
+/// be switched.
+fn resume_unchanged(
+    core: usize,
+    kernel: MutexGuard<'static, Kernel<RealStore>, registers::YieldRelax>,
+) -> *const UserContext {
+    match registers::CORE_BLOCKS.get(core) {
+        Some(block) => {
+            drop(kernel);
+            block.context.load(Ordering::Relaxed) as *const UserContext
+        }
+        None => next_context(core, kernel, &Effects::default()),
+    }
 }
 
 /// Bytes shown as the characters U+0000 to U+00FF, as `DebugPutChar`
