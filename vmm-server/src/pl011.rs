@@ -242,9 +242,8 @@ impl Pl011 {
     /// return now (low word first), so a VMM can let the guest read them
     /// from memory. Valid while [`Pl011::reads_have_effects`] is false (a
     /// test checks that every aligned 32-bit read then equals the page and
-    /// changes nothing); unlisted words read as 0. The identification
-    /// words never change ([`Pl011::IDENTIFICATION_WORDS`]).
-    pub fn register_page(&self) -> [(u64, u64); 8] {
+    /// changes nothing); unlisted words read as 0.
+    pub fn register_page(&self) -> [(u64, u64); 12] {
         let pair = |low: u32, high: u32| u64::from(low) | u64::from(high) << 32;
         let ris = self.ris();
         [
@@ -256,6 +255,10 @@ impl Pl011 {
             (reg::IMSC, pair(self.imsc, ris)),
             (reg::MIS, pair(ris & self.imsc, 0)),
             (reg::DMACR, pair(self.dmacr, 0)),
+            (0xFE0, pair(ID_BYTES[0].into(), ID_BYTES[1].into())),
+            (0xFE8, pair(ID_BYTES[2].into(), ID_BYTES[3].into())),
+            (0xFF0, pair(ID_BYTES[4].into(), ID_BYTES[5].into())),
+            (0xFF8, pair(ID_BYTES[6].into(), ID_BYTES[7].into())),
         ]
     }
 
@@ -270,14 +273,6 @@ impl Pl011 {
             (reg::MIS, pair(ris & self.imsc, 0)),
         ]
     }
-
-    /// The identification registers (`0xFE0..0xFFC`) as page words.
-    pub const IDENTIFICATION_WORDS: [(u64, u64); 4] = [
-        (0xFE0, ID_BYTES[0] as u64 | (ID_BYTES[1] as u64) << 32),
-        (0xFE8, ID_BYTES[2] as u64 | (ID_BYTES[3] as u64) << 32),
-        (0xFF0, ID_BYTES[4] as u64 | (ID_BYTES[5] as u64) << 32),
-        (0xFF8, ID_BYTES[6] as u64 | (ID_BYTES[7] as u64) << 32),
-    ];
 
     /// Whether the UART's interrupt line is high (`MIS != 0`).
     pub fn interrupt_level(&self) -> bool {
@@ -495,11 +490,7 @@ mod tests {
     )]
     fn page_of(uart: &Pl011) -> [u32; 1024] {
         let mut page = [0u32; 1024];
-        for (offset, value) in uart
-            .register_page()
-            .into_iter()
-            .chain(Pl011::IDENTIFICATION_WORDS)
-        {
+        for (offset, value) in uart.register_page() {
             let index = usize::try_from(offset / 4).unwrap();
             page[index] = value as u32;
             page[index + 1] = (value >> 32) as u32;

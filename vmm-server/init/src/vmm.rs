@@ -225,10 +225,7 @@ pub(crate) extern "C" fn main(name_low: u64, name_high: u64, word: u64, ram_size
             reported: false,
         },
     };
-    for (offset, value) in Pl011::IDENTIFICATION_WORDS {
-        let _ = window::write(UART_PAGE_ADDRESS + offset, value);
-    }
-    let _ = vmm.refresh_uart_page(true);
+    vmm.refresh_uart_page(true);
     let endpoint = Endpoint::new(vmm_slots::ENDPOINT);
     let mut received = ipc::recv(endpoint);
     loop {
@@ -315,8 +312,8 @@ impl Vmm {
             self.uart.drain_output(|byte| console.put(byte));
             // A byte written to DR changes only the flags and the
             // interrupt status; anything else may change any register.
-            let level = self.refresh_uart_page(!write || offset != vmm_server::pl011::reg::DR);
-            actions = self.update_uart_line(level);
+            self.refresh_uart_page(!write || offset != vmm_server::pl011::reg::DR);
+            actions = self.update_uart_line();
         } else if (DISTRIBUTOR_BASE..DISTRIBUTOR_BASE + DISTRIBUTOR_SIZE).contains(&address) {
             let offset = address - DISTRIBUTOR_BASE;
             self.exits.distributor += 1;
@@ -363,9 +360,8 @@ impl Vmm {
     }
 
     /// Recomputes the UART's interrupt line after an access or input.
-    /// `level`: the line's level if the caller computed it already.
-    fn update_uart_line(&mut self, level: Option<bool>) -> Actions {
-        let level = level.unwrap_or_else(|| self.uart.interrupt_level());
+    fn update_uart_line(&mut self) -> Actions {
+        let level = self.uart.interrupt_level();
         if level == self.uart_level && !level {
             return Actions::new();
         }
@@ -395,9 +391,8 @@ impl Vmm {
 
     /// Brings the UART register page up to date (`UartPage`): unmapped
     /// while reads have effects; otherwise rewritten (`full`: every
-    /// register, else the flags and interrupt status) and mapped. Returns
-    /// the UART's interrupt level when it computed `MIS` on the way.
-    fn refresh_uart_page(&mut self, full: bool) -> Option<bool> {
+    /// register, else the flags and interrupt status) and mapped.
+    fn refresh_uart_page(&mut self, full: bool) {
         let guest_page = Frame::new(vmm_slots::UART_PAGE);
         if self.uart.reads_have_effects() {
             if self.uart_page.mapped {
@@ -414,19 +409,15 @@ impl Vmm {
                     Err(_) => {}
                 }
             }
-            return None;
+            return;
         }
-        let mut level = false;
-        let mut write = |(offset, value): (u64, u64)| {
-            if offset == vmm_server::pl011::reg::MIS {
-                level = value & 0xffff_ffff != 0;
-            }
+        let write = |(offset, value): (u64, u64)| {
             let _ = window::write(UART_PAGE_ADDRESS + offset, value);
         };
         if full || !self.uart_page.mapped {
-            self.uart.register_page().into_iter().for_each(&mut write);
+            self.uart.register_page().into_iter().for_each(write);
         } else {
-            self.uart.status_words().into_iter().for_each(&mut write);
+            self.uart.status_words().into_iter().for_each(write);
         }
         if !self.uart_page.mapped {
             let mapped = guest_page.map(
@@ -437,7 +428,6 @@ impl Vmm {
             );
             self.uart_page.mapped = mapped.is_ok();
         }
-        Some(level)
     }
 
     fn console_input(&mut self) {
@@ -447,8 +437,8 @@ impl Vmm {
             };
             self.uart.push_input(byte);
         }
-        let level = self.refresh_uart_page(true);
-        let actions = self.update_uart_line(level);
+        self.refresh_uart_page(true);
+        let actions = self.update_uart_line();
         self.apply(&actions);
         let _ = IrqHandler::new(vmm_slots::INPUT_IRQ).acknowledge();
     }
