@@ -138,7 +138,7 @@ fn mmio_fast(trap: Trap, context: &UserContext) -> Option<FaultMessage> {
     words[mmio::ADDRESS] = trap.guest_physical();
     words[mmio::ACCESS] = flags;
     if write {
-        words[mmio::VALUE] = truncate(register_value(context, register), size);
+        words[mmio::VALUE] = truncate(self::register(context, register), size);
     }
     words[mmio::PC] = context.pc;
     words[mmio::VIRTUAL_ADDRESS] = trap.address;
@@ -262,11 +262,6 @@ fn exception(trap: Trap, context: &UserContext) -> Exit {
 
 /// General-purpose register `number` (31 reads as zero).
 #[inline(always)]
-fn register_value(context: &UserContext, number: u8) -> u64 {
-    register(context, number)
-}
-
-/// General-purpose register `number` (31 reads as zero).
 fn register(context: &UserContext, number: u8) -> u64 {
     context.x.get(usize::from(number)).copied().unwrap_or(0)
 }

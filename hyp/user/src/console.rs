@@ -14,7 +14,7 @@ use crate::ipc::{debug_put_char, debug_put_string};
 
 /// The kernel's debug console as a `core::fmt::Write` sink: bytes wait in
 /// a 64-byte buffer until it is full or [`DebugConsole::flush`] is called.
-#[derive(Clone, Copy, Debug)]
+#[derive(Debug)]
 pub struct DebugConsole {
     buffer: [u8; DEBUG_STRING_BYTES],
     length: usize,
