@@ -840,12 +840,7 @@ pub mod bench {
         let stream = console.connect(gdb_port, "gdbstub")?;
         let mut gdb = super::rsp::Client::new(stream)?;
         let registers = gdb.target_registers(deadline)?;
-        let number = |name: &str| {
-            registers
-                .iter()
-                .find(|register| register.name == name)
-                .map(|register| register.number)
-        };
+        let number = |name: &str| super::rsp::number_of(&registers, name);
         let missing = |name: &str| format!("the gdbstub's target description has no {name}");
         let x0 = number("x0").ok_or_else(|| missing("x0"))?;
         let pc = number("pc").ok_or_else(|| missing("pc"))?;
@@ -1019,6 +1014,14 @@ pub mod rsp {
         pub name: String,
         pub number: u32,
         pub bits: u32,
+    }
+
+    /// The number of the register called `name` in a target description.
+    pub fn number_of(registers: &[Register], name: &str) -> Option<u32> {
+        registers
+            .iter()
+            .find(|register| register.name == name)
+            .map(|register| register.number)
     }
 
     /// The `href`s of a target description's `<xi:include>`s, in order.

@@ -279,10 +279,7 @@ fn run_to_guest_entry(
     let mut gdb = rsp::Client::new(qemu.connect(gdb_port, "gdbstub")?)?;
     let registers = gdb.target_registers(deadline)?;
     let number = |name: &str| {
-        registers
-            .iter()
-            .find(|register| register.name == name)
-            .map(|register| register.number)
+        rsp::number_of(&registers, name)
             .ok_or_else(|| format!("the gdbstub's target description has no {name}"))
     };
     let pc = number("pc")?;
